@@ -1,0 +1,105 @@
+"""The wire contract between extserver (writes it into xDS) and picker (reads it): defined once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Metadata namespace on every generated cluster and route (filter_metadata key).
+METADATA_NAMESPACE = "inference.networking.x-k8s.io"
+
+
+class MetadataKey:
+    """Keys inside METADATA_NAMESPACE on generated routes and clusters."""
+
+    POOL_NAMESPACE = "pool_namespace"
+    POOL_NAME = "pool_name"
+    MODEL_NAME = "model_name"  # client-facing name (InferenceModel.spec.modelName); absent on catch-alls
+    TARGET_MODEL = "target_model"  # on target clusters and weighted-cluster entries
+    WEIGHT = "weight"
+    CRITICALITY = "criticality"
+    SOURCE = "source"  # "<Kind> <ns>/<name>" of the object that produced the resource
+    ROLE = "role"  # one of Role.*
+
+
+class Role:
+    TARGET = "target"  # per target model cluster
+    CATCH_ALL = "catch-all"  # pool-level cluster / route for models without an InferenceModel
+    PICKER = "picker"  # the endpoint picker's own cluster
+    MODEL_ROUTE = "model-route"
+    MODELS_LIST = "models-list"
+
+
+# Dynamic metadata written by the json_to_metadata filter from the request body.
+BODY_METADATA_NAMESPACE = "inference.networking.x-k8s.io.body"
+BODY_MODEL_KEY = "model"
+
+# Request headers (GIE protocol). Client-sent x-gateway-* headers are stripped before the picker.
+HEADER_DESTINATION_ENDPOINT = "x-gateway-destination-endpoint"
+HEADER_DESTINATION_SUBSET = "x-gateway-destination-endpoint-subset"
+HEADER_MODEL_NAME_REWRITE = "x-gateway-model-name-rewrite"
+HEADER_INFERENCE_OBJECTIVE = "x-gateway-inference-objective"
+HEADER_FAIRNESS_ID = "x-gateway-inference-fairness-id"
+HEADER_REQUEST_ID = "x-request-id"
+CLIENT_HEADER_PREFIX = "x-gateway-"
+
+# Dynamic metadata the picker sets for Envoy's load balancer (and reads a subset hint from).
+LB_METADATA_NAMESPACE = "envoy.lb"
+LB_SUBSET_HINT_NAMESPACE = "envoy.lb.subset_hint"
+
+# ext_proc request attributes the picker needs; they arrive only on the request_headers message.
+ATTR_CLUSTER_NAME = "xds.cluster_name"
+ATTR_CLUSTER_METADATA = "xds.cluster_metadata"
+ATTR_ROUTE_METADATA = "xds.route_metadata"
+REQUEST_ATTRIBUTES = (ATTR_CLUSTER_NAME, ATTR_CLUSTER_METADATA, ATTR_ROUTE_METADATA)
+
+# ext_proc processing: headers with attributes, buffered request body, streamed response body
+# (BUFFERED would hold back SSE tokens), no trailers.
+EXT_PROC_MESSAGE_TIMEOUT_SECONDS = 10.0
+PICKER_DEADLINE_SECONDS = 2.0  # the picker's own bound per decision, well below the message timeout
+BODY_MUTATION_CHUNK_BYTES = 62_000
+
+# Body size: EG's 32 KiB listener buffer makes long prompts fail with 413; raise it to this.
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+# gRPC message limits for the picker must hold a whole body plus framing.
+GRPC_MESSAGE_OVERHEAD_BYTES = 64 * 1024
+
+# Ports.
+EXTSERVER_PORT = 5005
+PICKER_GRPC_PORT = 9002
+PICKER_HEALTH_PORT = 9003
+PICKER_METRICS_PORT = 9090
+
+# Envoy Gateway's extension client default message size (bytes); our server's limits match config.
+EG_DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+ANNOTATION_ATTACH_TO = "inference.networking.x-k8s.io/attach-to"
+
+
+@dataclass(frozen=True)
+class EdsResource:
+    """Identity of an EDS resource the picker serves: a pool, optionally narrowed to one target model."""
+
+    namespace: str
+    pool: str
+    target_model: str | None = None
+
+    @property
+    def name(self) -> str:
+        base = f"inference/{self.namespace}/{self.pool}"
+        return base if self.target_model is None else f"{base}/{self.target_model}"
+
+    @classmethod
+    def parse(cls, name: str) -> EdsResource | None:
+        """Inverse of `name`; safe because namespaces and pool names cannot contain '/'."""
+        parts = name.split("/", 3)
+        if len(parts) < 3 or parts[0] != "inference" or not parts[1] or not parts[2]:
+            return None
+        target = parts[3] if len(parts) == 4 else None
+        if target == "":
+            return None
+        return cls(parts[1], parts[2], target)
+
+
+def picker_service_host(service: str, namespace: str) -> str:
+    """Cluster DNS name of the picker Service, as EG-managed Envoy resolves it."""
+    return f"{service}.{namespace}.svc.cluster.local"
