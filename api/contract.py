@@ -103,3 +103,45 @@ class EdsResource:
 def picker_service_host(service: str, namespace: str) -> str:
     """Cluster DNS name of the picker Service, as EG-managed Envoy resolves it."""
     return f"{service}.{namespace}.svc.cluster.local"
+
+
+# --- Added for extserver.compile (additive) ---------------------------------------------------------
+
+
+class ExtProcMode:
+    """ext_proc ProcessingMode enum value names (envoy.extensions.filters.http.ext_proc.v3.ProcessingMode)."""
+
+    REQUEST_HEADER = "SEND"  # attributes arrive only with request headers
+    REQUEST_BODY = "BUFFERED"
+    REQUEST_TRAILER = "SKIP"
+    RESPONSE_HEADER = "SEND"
+    RESPONSE_BODY = "STREAMED"  # never BUFFERED: it would hold back SSE tokens
+    RESPONSE_TRAILER = "SKIP"
+
+
+class CompileMetadataKey:
+    """Extra keys inside METADATA_NAMESPACE written by the compiler (beside MetadataKey.*)."""
+
+    TARGETS = "targets"  # on model routes: list of {target_model, weight, cluster}
+    MODELS = "models"  # on target clusters: list of {model_name, weight, criticality, source}
+    CLUSTER = "cluster"  # inside TARGETS entries
+    EG_ROUTE = "eg_route"  # on backend-ref routes: the name EG gave the route we expanded
+    POOL_API_VERSION = "pool_api_version"
+
+
+class CompileRole:
+    """Extra Role values (beside Role.*) for resources the compiler marks or owns."""
+
+    BACKEND_REF = "backend-ref"  # EG's route/cluster for an HTTPRoute backendRef to a pool
+    VIRTUAL_HOST = "virtual-host"  # our catch-all virtual host on an attach-to listener
+
+
+# Client-sent request headers removed before the picker runs: the picker sets these itself.
+# x-gateway-inference-objective / -fairness-id stay: GIE lets clients send them as hints.
+CLIENT_STRIPPED_HEADERS = (HEADER_DESTINATION_ENDPOINT, HEADER_DESTINATION_SUBSET, HEADER_MODEL_NAME_REWRITE)
+
+# EDS from the picker: a target cluster waits this long for its first assignment before it serves (503s).
+EDS_INITIAL_FETCH_TIMEOUT_SECONDS = 3.0
+# Gateway ports below this are shifted by EG_PORT_SHIFT on the Envoy listener (EG runs Envoy unprivileged).
+EG_PRIVILEGED_PORT_LIMIT = 1024
+EG_PORT_SHIFT = 10000

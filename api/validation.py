@@ -1,0 +1,203 @@
+"""Field rules shared by the parser (api/parse.py) and the CRD schemas (api/crd_schema.py): one source."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+GROUP_PATTERN = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+GROUP_MAX = 253
+KIND_PATTERN = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"
+KIND_MAX = 63
+OBJECT_NAME_MAX = 253
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+NAMESPACE_MAX = 63
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+PORT_MIN = 1
+PORT_MAX = 65535
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$"
+)
+LABEL_KEY_MAX = 253
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LABEL_VALUE_MAX = 63
+# Upstream allows an empty v1alpha1 selector; we require one label because an empty selector would
+# silently select every pod in the namespace.
+SELECTOR_MIN = 1
+SELECTOR_MAX = 64
+MODEL_NAME_MAX = 256
+TARGET_MODELS_MAX = 10
+WEIGHT_MAX = 1_000_000
+WEIGHT_MIN_V1ALPHA1 = 0
+WEIGHT_MIN_V1ALPHA2 = 1
+TARGET_PORTS_MAX = 8
+APP_PROTOCOLS = ("http", "kubernetes.io/h2c")
+FAILURE_MODES = ("FailOpen", "FailClose")
+CRITICALITIES = ("Critical", "Standard", "Sheddable")
+CONDITIONS_MAX = 8
+PARENTS_MAX = 32
+
+# CEL rules (the CRDs carry them; api/parse.py implements the same checks in Python).
+CEL_WEIGHTS_ALL_OR_NONE = "self.all(t, has(t.weight)) || self.all(t, !has(t.weight))"
+MSG_WEIGHTS_ALL_OR_NONE = "weights must be set on all targetModels or on none"
+CEL_UNIQUE_TARGET_PORTS = "self.all(p1, self.exists_one(p2, p1.number == p2.number))"
+MSG_UNIQUE_TARGET_PORTS = "port numbers must be unique"
+CEL_SERVICE_NEEDS_PORT = "self.kind != 'Service' || has(self.port)"
+MSG_SERVICE_NEEDS_PORT = "port is required when kind is 'Service' or unspecified (defaults to 'Service')"
+CEL_IMMUTABLE = "self == oldSelf"
+MSG_IMMUTABLE = "field is immutable"
+
+
+def matches(pattern: str, text: str) -> bool:
+    """Whole-string match with the CRD's pattern (RE2 `$` means end of text; fullmatch gives the same)."""
+    return re.fullmatch(pattern, text) is not None
+
+
+def rfc3339(value: Any) -> str:
+    """Timestamps arrive as strings from the API server and as datetimes from unquoted YAML."""
+    if isinstance(value, datetime):
+        stamp: datetime = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value)
+
+
+class FieldErrors:
+    """Collects `path: message` errors while walking one object, so every error is reported at once."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{path}: {message}")
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    # Readers: return the value if present and valid, else record an error and return None.
+
+    def mapping(
+        self, obj: Mapping[str, Any], key: str, path: str, required: bool
+    ) -> Mapping[str, Any] | None:
+        value = obj.get(key)
+        if value is None:
+            if required:
+                self.add(path, "required")
+            return None
+        if not isinstance(value, Mapping):
+            self.add(path, f"must be an object, got {_type_name(value)}")
+            return None
+        return value
+
+    def string(
+        self,
+        obj: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        min_len: int = 0,
+        max_len: int | None = None,
+        pattern: str | None = None,
+        enum: tuple[str, ...] | None = None,
+    ) -> str | None:
+        value = obj.get(key)
+        if value is None:
+            if required:
+                self.add(path, "required")
+            return None
+        if not isinstance(value, str):
+            self.add(path, f"must be a string, got {_type_name(value)}")
+            return None
+        return self.check_string(value, path, min_len=min_len, max_len=max_len, pattern=pattern, enum=enum)
+
+    def check_string(
+        self,
+        value: str,
+        path: str,
+        *,
+        min_len: int = 0,
+        max_len: int | None = None,
+        pattern: str | None = None,
+        enum: tuple[str, ...] | None = None,
+    ) -> str | None:
+        if enum is not None and value not in enum:
+            self.add(path, f"must be one of {', '.join(repr(e) for e in enum)}, got {value!r}")
+            return None
+        if len(value) < min_len:
+            self.add(path, "must not be empty" if min_len == 1 else f"must be at least {min_len} characters")
+            return None
+        if max_len is not None and len(value) > max_len:
+            self.add(path, f"must be at most {max_len} characters")
+            return None
+        if pattern is not None and not matches(pattern, value):
+            self.add(path, f"{value!r} does not match pattern {pattern}")
+            return None
+        return value
+
+    def integer(
+        self,
+        obj: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int | None:
+        value = obj.get(key)
+        if value is None:
+            if required:
+                self.add(path, "required")
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(path, f"must be an integer, got {_type_name(value)}")
+            return None
+        if minimum is not None and maximum is not None and not minimum <= value <= maximum:
+            self.add(path, f"must be between {minimum} and {maximum}")
+            return None
+        return value
+
+    def unknown_fields(self, obj: Mapping[str, Any], known: tuple[str, ...], path: str) -> None:
+        for key in obj:
+            if key not in known:
+                self.add(f"{path}.{key}" if path else str(key), "unknown field")
+
+    def labels(self, value: Mapping[str, Any], path: str) -> tuple[tuple[str, str], ...]:
+        """A label map (selector): keys and values checked against the Kubernetes label syntax."""
+        out: list[tuple[str, str]] = []
+        for key, item in value.items():
+            item_path = f"{path}[{key}]"
+            if not isinstance(key, str):
+                self.add(item_path, f"label key must be a string, got {_type_name(key)}")
+                continue
+            ok_key = self.check_string(
+                key, item_path, min_len=1, max_len=LABEL_KEY_MAX, pattern=LABEL_KEY_PATTERN
+            )
+            if not isinstance(item, str):
+                self.add(item_path, f"label value must be a string, got {_type_name(item)}")
+                continue
+            ok_value = self.check_string(
+                item, item_path, max_len=LABEL_VALUE_MAX, pattern=LABEL_VALUE_PATTERN
+            )
+            if ok_key is not None and ok_value is not None:
+                out.append((ok_key, ok_value))
+        return tuple(sorted(out))
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
