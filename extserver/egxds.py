@@ -1,0 +1,603 @@
+"""The minimal xDS Envoy Gateway (v1.9, default name scheme) generates for Gateways and HTTPRoutes.
+
+Used by `python -m extserver translate` and the local gateway to feed the hooks what EG would send:
+same names, same key fields (see shared/eg-reference/), and the extension resources EG passes to the
+Route and Cluster hooks, in EG's call order. Kinds other than GatewayClass, Gateway, HTTPRoute and the
+inference kinds are ignored; TLS, GRPCRoute, TCP/UDP listeners are out of scope.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from envoy.config.cluster.v3.circuit_breaker_pb2 import CircuitBreakers
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.core.v3.address_pb2 import Address, SocketAddress
+from envoy.config.core.v3.base_pb2 import Metadata
+from envoy.config.core.v3.config_source_pb2 import AggregatedConfigSource, ApiVersion, ConfigSource
+from envoy.config.core.v3.extension_pb2 import TypedExtensionConfig
+from envoy.config.core.v3.protocol_pb2 import Http2ProtocolOptions, HttpProtocolOptions
+from envoy.config.listener.v3.listener_components_pb2 import Filter, FilterChain
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.config.route.v3.route_components_pb2 import (
+    DirectResponseAction,
+    HeaderMatcher,
+    QueryParameterMatcher,
+    Route,
+    RouteAction,
+    RouteMatch,
+    VirtualHost,
+)
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
+from envoy.extensions.filters.http.health_check.v3.health_check_pb2 import HealthCheck
+from envoy.extensions.filters.http.router.v3.router_pb2 import Router
+from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (
+    HttpConnectionManager,
+    HttpFilter,
+    Rds,
+)
+from envoy.extensions.load_balancing_policies.least_request.v3.least_request_pb2 import LeastRequest
+from envoy.type.matcher.v3.regex_pb2 import RegexMatcher
+from envoy.type.matcher.v3.string_pb2 import StringMatcher
+from google.protobuf import duration_pb2, json_format, struct_pb2, wrappers_pb2
+from google.protobuf.any_pb2 import Any as AnyPb
+from google.protobuf.message import Message
+
+from api.model import GROUP_GA, GROUP_X
+
+_M = TypeVar("_M", bound=Message)
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+EG_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
+EG_METADATA_NAMESPACE = "envoy-gateway"
+BUFFER_LIMIT_BYTES = 32768
+PRIVILEGED_PORT_SHIFT = 10000
+READY_LISTENER = "envoy-gateway-proxy-ready-0.0.0.0-19003"
+READY_PORT = 19003
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+ROUTER_FILTER = "envoy.filters.http.router"
+
+# Kinds registered with EG's extensionManager (config/envoy-gateway/): group -> kinds.
+EXTENSION_KINDS = {GROUP_X: ("InferencePool", "InferenceModel"), GROUP_GA: ("InferencePool",)}
+BACKEND_KINDS = {GROUP_X: ("InferencePool",), GROUP_GA: ("InferencePool",)}
+
+
+@dataclass(frozen=True)
+class RouteHookCall:
+    """One PostRouteModify call: the route (by config/vhost/name) and its context."""
+
+    route_config: str
+    virtual_host: str
+    route_name: str
+    hostnames: tuple[str, ...]
+    extension_resources: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class ClusterHookCall:
+    """One PostClusterModify call: the cluster by name and its backend_extension_resources."""
+
+    cluster_name: str
+    backend_extension_resources: tuple[Mapping[str, Any], ...]
+
+
+@dataclass
+class EgXds:
+    """What EG's translator holds for one IR before the Translation hook, plus the hook inputs."""
+
+    listeners: list[Listener] = field(default_factory=list)
+    routes: list[RouteConfiguration] = field(default_factory=list)
+    clusters: list[Cluster] = field(default_factory=list)
+    # Keyed by cluster name / route name; only those EG calls the hooks for.
+    cluster_extension_resources: dict[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
+    route_extension_resources: dict[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
+    # Route and Cluster hook calls interleaved in the order EG makes them.
+    hook_calls: list[RouteHookCall | ClusterHookCall] = field(default_factory=list)
+
+
+def container_port(port: int) -> int:
+    """EG shifts privileged Gateway ports by 10000 (80 -> 10080)."""
+    return port + PRIVILEGED_PORT_SHIFT if port < 1024 else port
+
+
+def host_label(hostname: str) -> str:
+    return hostname.replace(".", "_")
+
+
+def _ns(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("namespace") or "default")
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("name", ""))
+
+
+def _group(api_version: str) -> str:
+    return api_version.rpartition("/")[0] if "/" in api_version else ""
+
+
+def _eg_metadata(kind: str, name: str, namespace: str, section: str | None = None) -> Metadata:
+    resource: dict[str, Any] = {"kind": kind, "name": name, "namespace": namespace}
+    if section is not None:
+        resource["sectionName"] = section
+    md = Metadata()
+    md.filter_metadata[EG_METADATA_NAMESPACE].update({"resources": [resource]})
+    return md
+
+
+def _pack(message: Any) -> AnyPb:
+    packed = AnyPb()
+    packed.Pack(message)
+    return packed
+
+
+def _ads() -> ConfigSource:
+    return ConfigSource(ads=AggregatedConfigSource(), resource_api_version=ApiVersion.V3)
+
+
+def build_listener(name: str, port: int) -> Listener:
+    """An HTTP listener as EG builds it: HCM with RDS named after the listener, 32 KiB buffers."""
+    rds_source = _ads()
+    rds_source.initial_fetch_timeout.CopyFrom(duration_pb2.Duration())
+    hcm = HttpConnectionManager(
+        stat_prefix=f"http-{port}",
+        rds=Rds(config_source=rds_source, route_config_name=name),
+        http_filters=[
+            HttpFilter(name=ROUTER_FILTER, typed_config=_pack(Router(suppress_envoy_headers=True)))
+        ],
+        common_http_protocol_options=HttpProtocolOptions(
+            headers_with_underscores_action=HttpProtocolOptions.REJECT_REQUEST
+        ),
+        http2_protocol_options=Http2ProtocolOptions(
+            initial_connection_window_size=wrappers_pb2.UInt32Value(value=1048576),
+            initial_stream_window_size=wrappers_pb2.UInt32Value(value=65536),
+            max_concurrent_streams=wrappers_pb2.UInt32Value(value=100),
+        ),
+        merge_slashes=True,
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+        path_with_escaped_slashes_action=HttpConnectionManager.UNESCAPE_AND_REDIRECT,
+        server_header_transformation=HttpConnectionManager.PASS_THROUGH,
+        use_remote_address=wrappers_pb2.BoolValue(value=True),
+    )
+    return Listener(
+        name=name,
+        address=Address(socket_address=SocketAddress(address="0.0.0.0", port_value=port)),
+        default_filter_chain=FilterChain(
+            name=name, filters=[Filter(name=HCM_FILTER, typed_config=_pack(hcm))]
+        ),
+        max_connections_to_accept_per_socket_event=wrappers_pb2.UInt32Value(value=1),
+        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=BUFFER_LIMIT_BYTES),
+    )
+
+
+def build_ready_listener() -> Listener:
+    """EG's readiness listener: always in the listener table the Translation hook sees."""
+    health = HealthCheck(
+        pass_through_mode=wrappers_pb2.BoolValue(value=False),
+        headers=[HeaderMatcher(name=":path", string_match=StringMatcher(exact="/ready"))],
+    )
+    route_config = RouteConfiguration(
+        name="ready_route",
+        virtual_hosts=[
+            VirtualHost(
+                name="ready_route",
+                domains=["*"],
+                routes=[
+                    Route(match=RouteMatch(prefix="/"), direct_response=DirectResponseAction(status=500))
+                ],
+            )
+        ],
+    )
+    hcm = HttpConnectionManager(
+        stat_prefix="eg-ready-http",
+        route_config=route_config,
+        http_filters=[
+            HttpFilter(name="envoy.filters.http.health_check", typed_config=_pack(health)),
+            HttpFilter(name=ROUTER_FILTER, typed_config=_pack(Router(suppress_envoy_headers=True))),
+        ],
+    )
+    return Listener(
+        name=READY_LISTENER,
+        address=Address(socket_address=SocketAddress(address="0.0.0.0", port_value=READY_PORT)),
+        bypass_overload_manager=True,
+        filter_chains=[FilterChain(filters=[Filter(name=HCM_FILTER, typed_config=_pack(hcm))])],
+    )
+
+
+def build_cluster(name: str, route_name: str, route_namespace: str) -> Cluster:
+    """The EDS route-rule cluster EG builds (also for custom backends, before the Cluster hook)."""
+    lb = LeastRequest()
+    lb.locality_lb_config.locality_weighted_lb_config.SetInParent()
+    cluster = Cluster(
+        name=name,
+        type=Cluster.EDS,
+        connect_timeout=duration_pb2.Duration(seconds=10),
+        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=BUFFER_LIMIT_BYTES),
+        dns_lookup_family=Cluster.V4_PREFERRED,
+        ignore_health_on_host_removal=True,
+        circuit_breakers=CircuitBreakers(
+            thresholds=[CircuitBreakers.Thresholds(max_retries=wrappers_pb2.UInt32Value(value=1024))]
+        ),
+        metadata=_eg_metadata("HTTPRoute", route_name, route_namespace),
+    )
+    cluster.eds_cluster_config.eds_config.CopyFrom(_ads())
+    cluster.eds_cluster_config.service_name = name
+    cluster.common_lb_config.SetInParent()
+    policy = cluster.load_balancing_policy.policies.add()
+    policy.typed_extension_config.CopyFrom(
+        TypedExtensionConfig(name="envoy.load_balancing_policies.least_request", typed_config=_pack(lb))
+    )
+    return cluster
+
+
+@dataclass
+class _HttpListener:
+    gateway_ns: str
+    gateway: str
+    name: str
+    port: int
+    hostname: str | None
+    allowed_from: str
+    allowed_kinds: tuple[str, ...]
+
+    @property
+    def ir_name(self) -> str:
+        return f"{self.gateway_ns}/{self.gateway}/{self.name}"
+
+
+def _eg_gateways(objects: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Gateways EG reconciles: class unknown here, or a class whose controller is EG's."""
+    classes = {
+        _name(o): o.get("spec", {}).get("controllerName")
+        for o in objects
+        if o.get("kind") == "GatewayClass" and _group(str(o.get("apiVersion", ""))) == GATEWAY_GROUP
+    }
+    out = []
+    for obj in objects:
+        if obj.get("kind") != "Gateway" or _group(str(obj.get("apiVersion", ""))) != GATEWAY_GROUP:
+            continue
+        cls = obj.get("spec", {}).get("gatewayClassName")
+        if cls in classes and classes[cls] != EG_CONTROLLER:
+            continue
+        out.append(obj)
+    return out
+
+
+def _http_listeners(gateway: Mapping[str, Any]) -> list[_HttpListener]:
+    out = []
+    for item in gateway.get("spec", {}).get("listeners", []) or []:
+        if item.get("protocol") != "HTTP":
+            continue
+        allowed = item.get("allowedRoutes", {}) or {}
+        kinds = tuple(str(k.get("kind")) for k in allowed.get("kinds", []) or [])
+        out.append(
+            _HttpListener(
+                gateway_ns=_ns(gateway),
+                gateway=_name(gateway),
+                name=str(item.get("name")),
+                port=int(item.get("port", 0)),
+                hostname=item.get("hostname"),
+                allowed_from=str((allowed.get("namespaces", {}) or {}).get("from", "Same")),
+                allowed_kinds=kinds,
+            )
+        )
+    return out
+
+
+def _attaches(route: Mapping[str, Any], listener: _HttpListener) -> bool:
+    if listener.allowed_kinds and "HTTPRoute" not in listener.allowed_kinds:
+        return False
+    if listener.allowed_from == "Same" and _ns(route) != listener.gateway_ns:
+        return False
+    for ref in route.get("spec", {}).get("parentRefs", []) or []:
+        if ref.get("kind", "Gateway") != "Gateway" or ref.get("group", GATEWAY_GROUP) != GATEWAY_GROUP:
+            continue
+        if ref.get("name") != listener.gateway or ref.get("namespace", _ns(route)) != listener.gateway_ns:
+            continue
+        if ref.get("sectionName") not in (None, listener.name):
+            continue
+        if ref.get("port") not in (None, listener.port):
+            continue
+        return True
+    return False
+
+
+def _hostnames(route: Mapping[str, Any], listener: _HttpListener) -> list[str]:
+    """Route hostnames intersected with the listener's (Gateway API rules, wildcard-aware)."""
+    route_hosts = [str(h) for h in route.get("spec", {}).get("hostnames", []) or []]
+    if listener.hostname is None:
+        return route_hosts or ["*"]
+    if not route_hosts:
+        return [listener.hostname]
+    out = []
+    for host in route_hosts:
+        if _host_matches(host, listener.hostname):
+            out.append(host)
+        elif _host_matches(listener.hostname, host):
+            out.append(listener.hostname)
+    return out
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and host != pattern[2:]
+    return host == pattern
+
+
+def _route_match(match: Mapping[str, Any]) -> RouteMatch:
+    out = RouteMatch()
+    path = match.get("path", {"type": "PathPrefix", "value": "/"}) or {}
+    kind, value = path.get("type", "PathPrefix"), str(path.get("value", "/"))
+    if kind == "Exact":
+        out.path = value
+    elif kind == "RegularExpression":
+        out.safe_regex.CopyFrom(RegexMatcher(regex=value))
+    elif value == "/":
+        out.prefix = "/"
+    else:
+        out.path_separated_prefix = value.rstrip("/")
+    for header in match.get("headers", []) or []:
+        out.headers.append(_header_matcher(str(header["name"]), header))
+    if "method" in match:
+        out.headers.append(HeaderMatcher(name=":method", string_match=StringMatcher(exact=match["method"])))
+    for param in match.get("queryParams", []) or []:
+        qp = QueryParameterMatcher(name=str(param["name"]))
+        if param.get("type") == "RegularExpression":
+            qp.string_match.safe_regex.regex = str(param["value"])
+        else:
+            qp.string_match.exact = str(param["value"])
+        out.query_parameters.append(qp)
+    return out
+
+
+def _header_matcher(name: str, header: Mapping[str, Any]) -> HeaderMatcher:
+    if header.get("type") == "RegularExpression":
+        return HeaderMatcher(
+            name=name, string_match=StringMatcher(safe_regex=RegexMatcher(regex=header["value"]))
+        )
+    return HeaderMatcher(name=name, string_match=StringMatcher(exact=str(header["value"])))
+
+
+def _specificity(route: Route) -> tuple[int, int, int]:
+    """EG orders routes most specific first: exact, regex, longest prefix; then more header matches."""
+    m = route.match
+    which = m.WhichOneof("path_specifier")
+    if which == "path":
+        rank, length = 3, len(m.path)
+    elif which == "safe_regex":
+        rank, length = 2, len(m.safe_regex.regex)
+    elif which == "path_separated_prefix":
+        rank, length = 1, len(m.path_separated_prefix)
+    else:
+        rank, length = 1, len(m.prefix)
+    return (-rank, -length, -(len(m.headers) + len(m.query_parameters)))
+
+
+class _Index:
+    """Objects by (group, kind, namespace, name) for reference lookups."""
+
+    def __init__(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        self._by_key: dict[tuple[str, str, str, str], Mapping[str, Any]] = {}
+        for obj in objects:
+            key = (_group(str(obj.get("apiVersion", ""))), str(obj.get("kind", "")), _ns(obj), _name(obj))
+            self._by_key.setdefault(key, obj)
+
+    def get(self, group: str, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self._by_key.get((group, kind, namespace, name))
+
+
+def _as_extension_resource(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """EG sends whole objects as JSON with managedFields stripped; a JSON round trip gives that shape."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    meta.setdefault("namespace", _ns(obj))
+    out = dict(obj)
+    out["metadata"] = meta
+    loaded: Mapping[str, Any] = json.loads(json.dumps(out, default=str))
+    return loaded
+
+
+@dataclass
+class _Rule:
+    cluster: str
+    valid: bool
+    extension_resources: tuple[Mapping[str, Any], ...]
+
+
+def _rule(route: Mapping[str, Any], index: int, objects: _Index) -> _Rule:
+    """Resolve a rule's backends: EG makes one cluster per rule; a missing custom backend gives a 500."""
+    ns = _ns(route)
+    rule = route.get("spec", {}).get("rules", [])[index] or {}
+    resources: list[Mapping[str, Any]] = []
+    for flt in rule.get("filters", []) or []:
+        ref = flt.get("extensionRef") if flt.get("type") == "ExtensionRef" else None
+        if ref and ref.get("kind") in EXTENSION_KINDS.get(ref.get("group", ""), ()):
+            found = objects.get(ref["group"], ref["kind"], ns, ref["name"])
+            if found is None:
+                return _Rule(f"httproute/{ns}/{_name(route)}/rule/{index}", False, ())
+            resources.append(_as_extension_resource(found))
+    backends = rule.get("backendRefs", []) or []
+    valid = 0
+    for ref in backends:
+        group, kind = ref.get("group", ""), ref.get("kind", "Service")
+        target_ns = ref.get("namespace", ns)
+        if kind in BACKEND_KINDS.get(group, ()):
+            found = objects.get(group, kind, target_ns, ref["name"])
+            if found is None:
+                continue
+            resources.append(_as_extension_resource(found))
+            valid += 1
+        elif group == "" and kind == "Service":
+            # Service endpoints are out of scope here: EG would publish them over EDS.
+            valid += 1
+    cluster = f"httproute/{ns}/{_name(route)}/rule/{index}"
+    all_found = valid == len(backends) and valid > 0
+    return _Rule(cluster, all_found, tuple(resources))
+
+
+def build_eg_xds(objects: Sequence[Mapping[str, Any]]) -> EgXds:
+    """xDS for every EG Gateway in `objects` together (names are Gateway-qualified, so they never clash)."""
+    merged = EgXds()
+    for part in build_eg_xds_by_gateway(objects).values():
+        merged.listeners.extend(lis for lis in part.listeners if lis.name != READY_LISTENER)
+        merged.routes.extend(part.routes)
+        merged.clusters.extend(part.clusters)
+        merged.cluster_extension_resources.update(part.cluster_extension_resources)
+        merged.route_extension_resources.update(part.route_extension_resources)
+        merged.hook_calls.extend(part.hook_calls)
+    merged.listeners.append(build_ready_listener())
+    return merged
+
+
+def build_eg_xds_by_gateway(objects: Sequence[Mapping[str, Any]]) -> dict[str, EgXds]:
+    """One EgXds per Gateway ("ns/name"), as EG translates one IR per Gateway and calls hooks per IR."""
+    index = _Index(objects)
+    routes = [
+        o
+        for o in objects
+        if o.get("kind") == "HTTPRoute" and _group(str(o.get("apiVersion", ""))) == GATEWAY_GROUP
+    ]
+    return {f"{_ns(gw)}/{_name(gw)}": _build_gateway(gw, routes, index) for gw in _eg_gateways(objects)}
+
+
+def _build_gateway(gateway: Mapping[str, Any], routes: Sequence[Mapping[str, Any]], index: _Index) -> EgXds:
+    out = EgXds()
+    by_port: dict[int, list[_HttpListener]] = {}
+    for listener in _http_listeners(gateway):
+        by_port.setdefault(listener.port, []).append(listener)
+    for port, listeners in by_port.items():
+        # Listeners on one port share one xDS listener and route config, named after the first.
+        first = listeners[0].ir_name
+        out.listeners.append(build_listener(first, container_port(port)))
+        route_config = RouteConfiguration(name=first, ignore_port_in_host_matching=True)
+        vhosts: dict[str, VirtualHost] = {}
+        for listener in listeners:
+            for route in routes:
+                if _attaches(route, listener):
+                    _add_route(out, vhosts, listener, route, index)
+        for vhost in vhosts.values():
+            sorted_routes = sorted(vhost.routes, key=_specificity)
+            del vhost.routes[:]
+            vhost.routes.extend(sorted_routes)
+        route_config.virtual_hosts.extend(vhosts.values())
+        out.routes.append(route_config)
+    out.listeners.append(build_ready_listener())
+    return out
+
+
+def _add_route(
+    out: EgXds,
+    vhosts: dict[str, VirtualHost],
+    listener: _HttpListener,
+    route: Mapping[str, Any],
+    index: _Index,
+) -> None:
+    ns, name = _ns(route), _name(route)
+    rules = route.get("spec", {}).get("rules", []) or [{}]
+    for host in _hostnames(route, listener):
+        vhost_name = f"{listener.ir_name}/{host_label(host)}"
+        vhost = vhosts.get(vhost_name)
+        if vhost is None:
+            vhost = VirtualHost(
+                name=vhost_name,
+                domains=[host],
+                metadata=_eg_metadata("Gateway", listener.gateway, listener.gateway_ns, listener.name),
+            )
+            vhosts[vhost_name] = vhost
+        for i in range(len(rules)):
+            rule = _rule(route, i, index)
+            matches = (rules[i] or {}).get("matches") or [{}]
+            for j, match in enumerate(matches):
+                xds_route = Route(
+                    name=f"httproute/{ns}/{name}/rule/{i}/match/{j}/{host_label(host)}",
+                    match=_route_match(match),
+                    metadata=_eg_metadata("HTTPRoute", name, ns),
+                )
+                if rule.valid:
+                    action = RouteAction(cluster=rule.cluster)
+                    action.upgrade_configs.add(upgrade_type="websocket")
+                    xds_route.route.CopyFrom(action)
+                else:
+                    xds_route.direct_response.CopyFrom(DirectResponseAction(status=500))
+                vhost.routes.append(xds_route)
+                if rule.extension_resources:
+                    out.route_extension_resources[xds_route.name] = rule.extension_resources
+                    out.hook_calls.append(
+                        RouteHookCall(
+                            listener.ir_name, vhost_name, xds_route.name, (host,), rule.extension_resources
+                        )
+                    )
+                if rule.valid and all(c.name != rule.cluster for c in out.clusters):
+                    out.clusters.append(build_cluster(rule.cluster, name, ns))
+                    if rule.extension_resources:
+                        out.cluster_extension_resources[rule.cluster] = rule.extension_resources
+                        out.hook_calls.append(ClusterHookCall(rule.cluster, rule.extension_resources))
+
+
+def metadata_value(md: Metadata, namespace: str) -> dict[str, Any]:
+    """filter_metadata[namespace] as plain Python (for tests and debugging)."""
+    if namespace not in md.filter_metadata:
+        return {}
+    value: struct_pb2.Struct = md.filter_metadata[namespace]
+    result: dict[str, Any] = json_format.MessageToDict(value)
+    return result
+
+
+def register_any_types(doc: Any) -> None:
+    """Import the xds-protos modules of every `@type` in a JSON/YAML xDS document so it can be parsed.
+
+    Message names do not say which file defines them, so every module of the message's package is imported
+    (packages are small and the import is cached).
+    """
+    for type_url in sorted(_type_urls(doc)):
+        package = type_url.rpartition("/")[2].rpartition(".")[0]
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            continue
+        for info in pkgutil.iter_modules(module.__path__):
+            if info.name.endswith("_pb2"):
+                importlib.import_module(f"{package}.{info.name}")
+
+
+def _type_urls(doc: Any) -> set[str]:
+    found: set[str] = set()
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            url = item.get("@type")
+            if isinstance(url, str):
+                found.add(url)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def parse_config_dump(dump: Mapping[str, Any]) -> EgXds:
+    """Dynamic listeners, route configs and clusters of an Envoy config dump (`configs: [...]`)."""
+    register_any_types(dump)
+    out = EgXds()
+    for config in dump.get("configs", []):
+        kind = str(config.get("@type", "")).rpartition(".")[2]
+        if kind == "ClustersConfigDump":
+            for item in config.get("dynamicActiveClusters", []):
+                out.clusters.append(_parse(item["cluster"], Cluster()))
+        elif kind == "ListenersConfigDump":
+            for item in config.get("dynamicListeners", []):
+                out.listeners.append(_parse(item["activeState"]["listener"], Listener()))
+        elif kind == "RoutesConfigDump":
+            for item in config.get("dynamicRouteConfigs", []):
+                out.routes.append(_parse(item["routeConfig"], RouteConfiguration()))
+    return out
+
+
+def _parse(value: Mapping[str, Any], message: _M) -> _M:
+    body = {k: v for k, v in value.items() if k != "@type"}
+    json_format.ParseDict(body, message)
+    return message

@@ -1,0 +1,94 @@
+"""Run the hooks in-process, in Envoy Gateway's order, over what extserver.egxds built."""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.route.v3.route_components_pb2 import Route
+
+from api.egextension.context_pb2 import PostClusterExtensionContext, PostRouteExtensionContext
+from api.egextension.service_pb2 import (
+    PostClusterModifyRequest,
+    PostRouteModifyRequest,
+    PostTranslateModifyRequest,
+)
+from extserver.egxds import ClusterHookCall, EgXds, RouteHookCall
+from extserver.hooks.cluster import post_cluster_modify
+from extserver.hooks.context import HookContext, encode_resource
+from extserver.hooks.route import post_route_modify
+from extserver.hooks.translation import post_translate_modify
+
+
+def route_request(xds: EgXds, call: RouteHookCall) -> PostRouteModifyRequest:
+    """The PostRouteModify request EG would send for this call."""
+    return PostRouteModifyRequest(
+        route=_find_route(xds, call),
+        post_route_context=PostRouteExtensionContext(
+            extension_resources=[encode_resource(r) for r in call.extension_resources],
+            hostnames=list(call.hostnames),
+        ),
+    )
+
+
+def cluster_request(xds: EgXds, call: ClusterHookCall) -> PostClusterModifyRequest:
+    """The PostClusterModify request EG would send for this call."""
+    return PostClusterModifyRequest(
+        cluster=_find_cluster(xds, call.cluster_name),
+        post_cluster_context=PostClusterExtensionContext(
+            backend_extension_resources=[encode_resource(r) for r in call.backend_extension_resources]
+        ),
+    )
+
+
+def translate_request(xds: EgXds) -> PostTranslateModifyRequest:
+    """The PostTranslateModify request EG sends with listener/route/cluster includeAll and no secrets."""
+    return PostTranslateModifyRequest(clusters=xds.clusters, listeners=xds.listeners, routes=xds.routes)
+
+
+async def run_hooks(xds: EgXds, ctx: HookContext) -> EgXds:
+    """Route hook per route and Cluster hook per cluster (in EG's order), then the Translation hook.
+
+    Mutates `xds` in place with the Route/Cluster answers (as EG does) and returns the Translation result.
+    """
+    await run_hooks_before_translation(xds, ctx)
+    answer = await post_translate_modify(translate_request(xds), ctx)
+    return EgXds(
+        listeners=list(answer.listeners),
+        routes=list(answer.routes),
+        clusters=list(answer.clusters),
+        cluster_extension_resources=dict(xds.cluster_extension_resources),
+        route_extension_resources=dict(xds.route_extension_resources),
+        hook_calls=list(xds.hook_calls),
+    )
+
+
+async def run_hooks_before_translation(xds: EgXds, ctx: HookContext) -> None:
+    """The Route and Cluster hooks in EG's order, applying each answer to `xds` in place as EG does."""
+    for call in xds.hook_calls:
+        if isinstance(call, RouteHookCall):
+            route_answer = await post_route_modify(route_request(xds, call), ctx)
+            if route_answer.HasField("route"):
+                _find_route(xds, call).CopyFrom(route_answer.route)
+        else:
+            cluster_answer = await post_cluster_modify(cluster_request(xds, call), ctx)
+            if cluster_answer.HasField("cluster"):
+                _find_cluster(xds, call.cluster_name).CopyFrom(cluster_answer.cluster)
+
+
+def _find_route(xds: EgXds, call: RouteHookCall) -> Route:
+    for config in xds.routes:
+        if config.name != call.route_config:
+            continue
+        for vhost in config.virtual_hosts:
+            if vhost.name != call.virtual_host:
+                continue
+            for route in vhost.routes:
+                if route.name == call.route_name:
+                    return route
+    raise KeyError(f"route {call.route_name} not in {call.route_config}/{call.virtual_host}")
+
+
+def _find_cluster(xds: EgXds, name: str) -> Cluster:
+    for cluster in xds.clusters:
+        if cluster.name == name:
+            return cluster
+    raise KeyError(f"cluster {name} not found")
