@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.route.v3.route_components_pb2 import Route
 
 from api.egextension.context_pb2 import PostClusterExtensionContext, PostRouteExtensionContext
 from api.egextension.service_pb2 import (
     PostClusterModifyRequest,
+    PostClusterModifyResponse,
     PostRouteModifyRequest,
+    PostRouteModifyResponse,
     PostTranslateModifyRequest,
+    PostTranslateModifyResponse,
 )
 from extserver.egxds import ClusterHookCall, EgXds, RouteHookCall
 from extserver.hooks.cluster import post_cluster_modify
@@ -44,13 +49,30 @@ def translate_request(xds: EgXds) -> PostTranslateModifyRequest:
     return PostTranslateModifyRequest(clusters=xds.clusters, listeners=xds.listeners, routes=xds.routes)
 
 
+RouteHook = Callable[[PostRouteModifyRequest], Awaitable[PostRouteModifyResponse]]
+ClusterHook = Callable[[PostClusterModifyRequest], Awaitable[PostClusterModifyResponse]]
+TranslateHook = Callable[[PostTranslateModifyRequest], Awaitable[PostTranslateModifyResponse]]
+
+
 async def run_hooks(xds: EgXds, ctx: HookContext) -> EgXds:
     """Route hook per route and Cluster hook per cluster (in EG's order), then the Translation hook.
 
     Mutates `xds` in place with the Route/Cluster answers (as EG does) and returns the Translation result.
     """
-    await run_hooks_before_translation(xds, ctx)
-    answer = await post_translate_modify(translate_request(xds), ctx)
+    return await run_hooks_via(
+        xds,
+        lambda request: post_route_modify(request, ctx),
+        lambda request: post_cluster_modify(request, ctx),
+        lambda request: post_translate_modify(request, ctx),
+    )
+
+
+async def run_hooks_via(
+    xds: EgXds, route_hook: RouteHook, cluster_hook: ClusterHook, translate_hook: TranslateHook
+) -> EgXds:
+    """EG's call sequence against any hook implementation: in-process functions or a gRPC stub."""
+    await _run_hooks_before_translation(xds, route_hook, cluster_hook)
+    answer = await translate_hook(translate_request(xds))
     return EgXds(
         listeners=list(answer.listeners),
         routes=list(answer.routes),
@@ -63,13 +85,19 @@ async def run_hooks(xds: EgXds, ctx: HookContext) -> EgXds:
 
 async def run_hooks_before_translation(xds: EgXds, ctx: HookContext) -> None:
     """The Route and Cluster hooks in EG's order, applying each answer to `xds` in place as EG does."""
+    await _run_hooks_before_translation(
+        xds, lambda request: post_route_modify(request, ctx), lambda request: post_cluster_modify(request, ctx)
+    )
+
+
+async def _run_hooks_before_translation(xds: EgXds, route_hook: RouteHook, cluster_hook: ClusterHook) -> None:
     for call in xds.hook_calls:
         if isinstance(call, RouteHookCall):
-            route_answer = await post_route_modify(route_request(xds, call), ctx)
+            route_answer = await route_hook(route_request(xds, call))
             if route_answer.HasField("route"):
                 _find_route(xds, call).CopyFrom(route_answer.route)
         else:
-            cluster_answer = await post_cluster_modify(cluster_request(xds, call), ctx)
+            cluster_answer = await cluster_hook(cluster_request(xds, call))
             if cluster_answer.HasField("cluster"):
                 _find_cluster(xds, call.cluster_name).CopyFrom(cluster_answer.cluster)
 

@@ -1,0 +1,256 @@
+"""Reporting conditions on InferencePools/InferenceModels: status subresource in a cluster, logs locally."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+from kubernetes.client import ApiClient
+
+from api.model import V1, V1ALPHA2
+from api.sources.kubeapi import MERGE_PATCH, KubeApiError, request_json, resource_path
+
+log = structlog.get_logger(__name__)
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+CONDITIONS_MAX = 8
+PARENTS_MAX = 32
+_PLURALS = {"InferencePool": "inferencepools", "InferenceModel": "inferencemodels"}
+# v1alpha2 (v0.5+) default status: a placeholder parent that a real entry replaces.
+_PLACEHOLDER_PARENT = {"kind": "Status", "name": "default"}
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    """The Gateway a pool's condition is about (v1alpha2 `status.parent[]`, v1 `status.parents[]`)."""
+
+    name: str
+    namespace: str | None = None
+    group: str = GATEWAY_GROUP
+    kind: str = "Gateway"
+
+    def as_dict(self) -> dict[str, str]:
+        out = {"group": self.group, "kind": self.kind, "name": self.name}
+        if self.namespace:
+            out["namespace"] = self.namespace
+        return out
+
+    def matches(self, ref: Any) -> bool:
+        if not isinstance(ref, Mapping):
+            return False
+        return (
+            ref.get("group", GATEWAY_GROUP) == self.group
+            and ref.get("kind", "Gateway") == self.kind
+            and ref.get("name") == self.name
+            and (ref.get("namespace") or None) == self.namespace
+        )
+
+
+class StatusWriter(Protocol):
+    async def set_condition(
+        self,
+        kind: str,
+        api_version: str,
+        namespace: str,
+        name: str,
+        type: str,
+        status: str,
+        reason: str,
+        message: str,
+        observed_generation: int,
+        parent: ParentRef | None = None,
+    ) -> None:
+        """Record one condition on an object; a no-op when it already says exactly this."""
+        ...
+
+
+_CacheKey = tuple[str, str, str, str, str, ParentRef | None]
+_CacheValue = tuple[str, str, str, int]
+
+
+class LogStatusWriter:
+    """Local mode: conditions go to the structured log, once per change."""
+
+    def __init__(self) -> None:
+        self._last: dict[_CacheKey, _CacheValue] = {}
+
+    async def set_condition(
+        self,
+        kind: str,
+        api_version: str,
+        namespace: str,
+        name: str,
+        type: str,
+        status: str,
+        reason: str,
+        message: str,
+        observed_generation: int,
+        parent: ParentRef | None = None,
+    ) -> None:
+        key = (api_version, kind, namespace, name, type, parent)
+        value = (status, reason, message, observed_generation)
+        if self._last.get(key) == value:
+            return
+        self._last[key] = value
+        level = log.info if status == "True" else log.warning
+        level(
+            "condition",
+            object=f"{kind} {namespace}/{name}",
+            api_version=api_version,
+            type=type,
+            status=status,
+            reason=reason,
+            message=message,
+            observed_generation=observed_generation,
+            parent=parent.as_dict() if parent else None,
+        )
+
+
+class KubernetesStatusWriter:
+    """Merge-patches the status subresource (read-modify-write guarded by resourceVersion)."""
+
+    def __init__(
+        self, api: ApiClient, controller_name: str | None = None, request_timeout: float = 10.0
+    ) -> None:
+        self.api = api
+        self.controller_name = controller_name
+        self.request_timeout = request_timeout
+        self._last: dict[_CacheKey, _CacheValue] = {}
+        self._lock = asyncio.Lock()
+
+    async def set_condition(
+        self,
+        kind: str,
+        api_version: str,
+        namespace: str,
+        name: str,
+        type: str,
+        status: str,
+        reason: str,
+        message: str,
+        observed_generation: int,
+        parent: ParentRef | None = None,
+    ) -> None:
+        key = (api_version, kind, namespace, name, type, parent)
+        value = (status, reason, message, observed_generation)
+        if self._last.get(key) == value:
+            return
+        condition = {
+            "type": type,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "observedGeneration": observed_generation,
+        }
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self._write, kind, api_version, namespace, name, condition, parent)
+            except KubeApiError as exc:
+                log.warning("status write failed", object=f"{kind} {namespace}/{name}", error=str(exc))
+                return
+            self._last[key] = value
+
+    def _write(
+        self,
+        kind: str,
+        api_version: str,
+        namespace: str,
+        name: str,
+        condition: Mapping[str, Any],
+        parent: ParentRef | None,
+    ) -> None:
+        plural = _PLURALS.get(kind)
+        if plural is None:
+            raise ValueError(f"no status for kind {kind}")
+        path = resource_path(api_version, plural, namespace, name)
+        for _attempt in range(3):
+            try:
+                current = request_json(self.api, "GET", path, timeout=self.request_timeout)
+            except KubeApiError as exc:
+                if exc.status == 404:
+                    return  # deleted meanwhile: nothing to report on
+                raise
+            status = current.get("status") if isinstance(current.get("status"), Mapping) else {}
+            updated = with_condition(
+                status or {}, kind, api_version, condition, parent, self.controller_name, _now()
+            )
+            if updated is None:
+                return
+            body = {
+                "metadata": {"resourceVersion": (current.get("metadata") or {}).get("resourceVersion")},
+                "status": updated,
+            }
+            try:
+                request_json(
+                    self.api,
+                    "PATCH",
+                    path + "/status",
+                    body=body,
+                    content_type=MERGE_PATCH,
+                    timeout=self.request_timeout,
+                )
+                return
+            except KubeApiError as exc:
+                if exc.status != 409:
+                    raise
+        raise KubeApiError(409, f"{kind} {namespace}/{name}: status kept changing under us")
+
+
+def with_condition(
+    status: Mapping[str, Any],
+    kind: str,
+    api_version: str,
+    condition: Mapping[str, Any],
+    parent: ParentRef | None,
+    controller_name: str | None,
+    now: str,
+) -> dict[str, Any] | None:
+    """`status` with `condition` set where this kind/version keeps it; None if nothing would change.
+
+    Pools of v1alpha2 keep conditions per parent in `status.parent`, v1 pools in `status.parents`
+    (gie.md §1.3/§1.4); v1alpha1 pools and models in `status.conditions`.
+    """
+    out = copy.deepcopy(dict(status))
+    if kind == "InferencePool" and api_version in (V1ALPHA2, V1):
+        if parent is None:
+            raise ValueError(f"{kind} {api_version} conditions belong to a parent Gateway; none given")
+        list_key = "parent" if api_version == V1ALPHA2 else "parents"
+        parents = [p for p in out.get(list_key) or [] if isinstance(p, dict)]
+        parents = [p for p in parents if p.get("parentRef") != _PLACEHOLDER_PARENT]
+        entry = next((p for p in parents if parent.matches(p.get("parentRef"))), None)
+        if entry is None:
+            entry = {"parentRef": parent.as_dict(), "conditions": []}
+            parents.append(entry)
+        if api_version == V1 and controller_name:
+            entry["controllerName"] = controller_name
+        entry["conditions"] = _set_condition(entry.get("conditions") or [], condition, now)
+        out[list_key] = parents[-PARENTS_MAX:]
+    else:
+        out["conditions"] = _set_condition(out.get("conditions") or [], condition, now)
+    return None if out == dict(status) else out
+
+
+def _set_condition(conditions: list[Any], condition: Mapping[str, Any], now: str) -> list[dict[str, Any]]:
+    """Replace the condition of the same type; lastTransitionTime moves only when status changes."""
+    kept = [dict(c) for c in conditions if isinstance(c, Mapping)]
+    old = next((c for c in kept if c.get("type") == condition["type"]), None)
+    new = dict(condition)
+    if old is not None and old.get("status") == new["status"] and old.get("lastTransitionTime"):
+        new["lastTransitionTime"] = old["lastTransitionTime"]
+    else:
+        new["lastTransitionTime"] = now
+    if old is not None and {k: old.get(k) for k in new} == new:
+        return kept
+    others = [c for c in kept if c.get("type") != condition["type"]]
+    # Drop the "Pending" default that a controller replaces (its type differs: GIE's Ready quirk).
+    others = [c for c in others if not (c.get("reason") == "Pending" and c.get("status") == "Unknown")]
+    return ([*others, new])[-CONDITIONS_MAX:]
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
