@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# TEMPORARY demo: validates both seed scenarios (later issues make it run the whole local gateway).
+# The demo: runs a seed scenario (lora, the default, or base) through the local gateway.
+#   ./hack/demo.sh [lora|base] [--requests N] [--keep]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/lib/venv.sh
 ensure_venv
+echo "== validating the samples"
 "$PY" -m api validate config/samples/*.yaml
+echo "== running the demo"
+PYTHONPATH=. exec "$PY" -m hack.local_gateway.demo "$@"

@@ -272,6 +272,24 @@ class LocalGateway:
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         await self.wait_picker_ready(timeout)
+        await self.wait_listening(timeout)
+
+    async def wait_listening(self, timeout: float = 60.0) -> None:
+        """Until Envoy accepts connections on every Gateway listener (it warms them after the ACK)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        for host, port in self.gateway_ports.values():
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection(host, port)
+                    writer.close()
+                    break
+                except OSError:
+                    if self.envoy is not None and self.envoy.process is not None:
+                        if self.envoy.process.poll() is not None:
+                            raise RuntimeError(f"envoy exited:\n{self.envoy.log_tail()}") from None
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise TimeoutError(f"envoy not listening on {host}:{port}") from None
+                    await asyncio.sleep(0.05)
 
     # translation ---------------------------------------------------------------------------------
 
