@@ -1,0 +1,96 @@
+"""InferencePools used as HTTPRoute backendRefs: mark EG's cluster and route (Cluster and Route hooks)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.route.v3.route_components_pb2 import Route
+
+from api.contract import CompileMetadataKey, CompileRole, MetadataKey
+from api.model import POOL_API_VERSIONS
+from extserver.compile import metadata, naming
+from extserver.compile.clusters import mark_backend_cluster
+from extserver.compile.inputs import CompileInputs, CompileOptions
+from extserver.compile.plan import KIND_POOL, build_plan
+from extserver.compile.routes import apply_pool_settings, catch_all_metadata
+
+
+@dataclass(frozen=True)
+class PoolReference:
+    api_version: str
+    namespace: str
+    name: str
+
+
+def find_pool_reference(resources: Sequence[Mapping[str, Any]]) -> PoolReference | None:
+    """The first InferencePool (any served version) among EG's extension/backend resources."""
+    for resource in resources:
+        if resource.get("kind") != KIND_POOL or resource.get("apiVersion") not in POOL_API_VERSIONS:
+            continue
+        meta = resource.get("metadata")
+        if not isinstance(meta, Mapping) or not meta.get("name"):
+            continue
+        return PoolReference(
+            str(resource["apiVersion"]), str(meta.get("namespace") or "default"), str(meta["name"])
+        )
+    return None
+
+
+def _identity(ref: PoolReference, eg_name: str) -> dict[str, object]:
+    # A pool we do not know (yet): mark it anyway so the Translation hook can report it.
+    return {
+        MetadataKey.ROLE: CompileRole.BACKEND_REF,
+        MetadataKey.POOL_NAMESPACE: ref.namespace,
+        MetadataKey.POOL_NAME: ref.name,
+        MetadataKey.SOURCE: naming.source(KIND_POOL, ref.namespace, ref.name),
+        CompileMetadataKey.EG_ROUTE: eg_name,
+    }
+
+
+def patch_cluster(
+    cluster: Cluster,
+    backend_resources: Sequence[Mapping[str, Any]],
+    inputs: CompileInputs,
+    options: CompileOptions,
+) -> Cluster | None:
+    """EG's cluster for a pool backendRef becomes the pool catch-all, marked; None if not a pool's."""
+    ref = find_pool_reference(backend_resources)
+    if ref is None:
+        return None
+    pool = build_plan(inputs).pool(ref.namespace, ref.name)
+    if pool is None:
+        result = Cluster()
+        result.CopyFrom(cluster)
+        values = _identity(ref, cluster.name)
+        del values[CompileMetadataKey.EG_ROUTE]
+        metadata.set_ours(result.metadata, values)
+    else:
+        result = mark_backend_cluster(cluster, pool, options)
+    return None if result == cluster else result
+
+
+def patch_route(
+    route: Route,
+    extension_resources: Sequence[Mapping[str, Any]],
+    hostnames: Sequence[str],
+    inputs: CompileInputs,
+    options: CompileOptions,
+) -> Route | None:
+    """Mark EG's route to a pool (the Translation hook expands it per model); None if not a pool's."""
+    del hostnames  # the route already carries its virtual host's match; nothing host-specific to add
+    ref = find_pool_reference(extension_resources)
+    if ref is None or not route.HasField("route"):
+        return None  # EG answers unresolved backends with a direct response: leave it
+    result = Route()
+    result.CopyFrom(route)
+    pool = build_plan(inputs).pool(ref.namespace, ref.name)
+    if pool is None:
+        metadata.set_ours(result.metadata, _identity(ref, route.name))
+    else:
+        values = catch_all_metadata(pool, CompileRole.BACKEND_REF, eg_route=route.name)
+        metadata.set_ours(result.metadata, values)
+        apply_pool_settings(result, pool, options)
+    return None if result == route else result

@@ -1,0 +1,183 @@
+"""Clusters: per-target EDS clusters (picker-served, override_host), the pool catch-all, the picker."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envoy.config.cluster.v3.circuit_breaker_pb2 import CircuitBreakers
+from envoy.config.cluster.v3.cluster_pb2 import Cluster, LoadBalancingPolicy
+from envoy.config.core.v3.address_pb2 import Address, SocketAddress
+from envoy.config.core.v3.config_source_pb2 import ApiConfigSource, ApiVersion, ConfigSource
+from envoy.config.core.v3.grpc_service_pb2 import GrpcService
+from envoy.config.core.v3.health_check_pb2 import HealthCheck
+from envoy.config.core.v3.protocol_pb2 import Http2ProtocolOptions
+from envoy.config.endpoint.v3.endpoint_components_pb2 import Endpoint, LbEndpoint, LocalityLbEndpoints
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from envoy.extensions.load_balancing_policies.least_request.v3.least_request_pb2 import LeastRequest
+from envoy.extensions.load_balancing_policies.override_host.v3.override_host_pb2 import OverrideHost
+from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpProtocolOptions
+
+from api import contract
+from api.contract import CompileMetadataKey, MetadataKey, Role
+from extserver.compile import metadata
+from extserver.compile.inputs import CompileOptions
+from extserver.compile.plan import ModelPlan, PoolPlan, TargetPlan
+
+CONNECT_TIMEOUT_SECONDS = 10
+# Envoy's default circuit breakers (1024) overflow under inference load; effectively unlimited here.
+HIGH_THRESHOLD = 1_000_000
+HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+OVERRIDE_HOST_POLICY = "envoy.load_balancing_policies.override_host"
+LEAST_REQUEST_POLICY = "envoy.load_balancing_policies.least_request"
+PICKER_HEALTH_INTERVAL_SECONDS = 5
+PICKER_HEALTH_TIMEOUT_SECONDS = 1
+
+
+def _high_circuit_breakers() -> CircuitBreakers:
+    breakers = CircuitBreakers()
+    threshold = breakers.thresholds.add()
+    threshold.max_connections.value = HIGH_THRESHOLD
+    threshold.max_pending_requests.value = HIGH_THRESHOLD
+    threshold.max_requests.value = HIGH_THRESHOLD
+    threshold.max_retries.value = HIGH_THRESHOLD
+    return breakers
+
+
+def _picker_eds_source(pool: PoolPlan) -> ConfigSource:
+    # google_grpc, not envoy_grpc: Envoy requires an envoy_grpc xDS cluster to be static in the bootstrap,
+    # and under EG every cluster (the picker's too) arrives over CDS.
+    grpc = GrpcService()
+    grpc.google_grpc.target_uri = pool.picker.target_uri
+    grpc.google_grpc.stat_prefix = f"inference_eds_{pool.namespace}_{pool.name}"
+    source = ConfigSource(resource_api_version=ApiVersion.V3)
+    source.initial_fetch_timeout.FromNanoseconds(int(contract.EDS_INITIAL_FETCH_TIMEOUT_SECONDS * 1e9))
+    api = source.api_config_source
+    api.api_type = ApiConfigSource.GRPC
+    api.transport_api_version = ApiVersion.V3
+    api.grpc_services.append(grpc)
+    return source
+
+
+def _override_host_policy() -> LoadBalancingPolicy:
+    override = OverrideHost()
+    override.override_host_sources.add().header = contract.HEADER_DESTINATION_ENDPOINT
+    fallback = override.fallback_policy.policies.add().typed_extension_config
+    fallback.name = LEAST_REQUEST_POLICY
+    fallback.typed_config.Pack(LeastRequest(), deterministic=True)
+    policy = LoadBalancingPolicy()
+    outer = policy.policies.add().typed_extension_config
+    outer.name = OVERRIDE_HOST_POLICY
+    outer.typed_config.Pack(override, deterministic=True)
+    return policy
+
+
+def _eds_cluster(name: str, eds_resource: str, pool: PoolPlan, options: CompileOptions) -> Cluster:
+    cluster = Cluster(name=name, type=Cluster.EDS)
+    cluster.eds_cluster_config.eds_config.CopyFrom(_picker_eds_source(pool))
+    cluster.eds_cluster_config.service_name = eds_resource
+    cluster.connect_timeout.seconds = CONNECT_TIMEOUT_SECONDS
+    cluster.per_connection_buffer_limit_bytes.value = options.max_body_bytes
+    cluster.load_balancing_policy.CopyFrom(_override_host_policy())
+    cluster.circuit_breakers.CopyFrom(_high_circuit_breakers())
+    return cluster
+
+
+def _pool_metadata(pool: PoolPlan, role: str) -> dict[str, object]:
+    return {
+        MetadataKey.ROLE: role,
+        MetadataKey.POOL_NAMESPACE: pool.namespace,
+        MetadataKey.POOL_NAME: pool.name,
+        CompileMetadataKey.POOL_API_VERSION: pool.api_version,
+    }
+
+
+def build_target_cluster(
+    pool: PoolPlan, target: TargetPlan, users: Sequence[tuple[ModelPlan, TargetPlan]], options: CompileOptions
+) -> Cluster:
+    """One target model of a pool: endpoints (only pods serving that model) come from the picker's EDS."""
+    cluster = _eds_cluster(target.cluster, target.eds_resource, pool, options)
+    values = _pool_metadata(pool, Role.TARGET)
+    values[MetadataKey.TARGET_MODEL] = target.model
+    values[MetadataKey.SOURCE] = pool.source
+    values[CompileMetadataKey.MODELS] = [
+        {
+            MetadataKey.MODEL_NAME: model.model_name,
+            MetadataKey.WEIGHT: used.weight,
+            MetadataKey.CRITICALITY: model.criticality,
+            MetadataKey.SOURCE: model.source,
+        }
+        for model, used in users
+    ]
+    metadata.set_ours(cluster.metadata, values)
+    return cluster
+
+
+def build_catch_all_cluster(pool: PoolPlan, options: CompileOptions, name: str | None = None) -> Cluster:
+    """The pool's cluster for models without an InferenceModel (the picker narrows to pods serving it)."""
+    cluster = _eds_cluster(name or pool.catch_all_cluster, pool.eds_resource, pool, options)
+    values = _pool_metadata(pool, Role.CATCH_ALL)
+    values[MetadataKey.SOURCE] = pool.source
+    metadata.set_ours(cluster.metadata, values)
+    return cluster
+
+
+def build_picker_cluster(pool: PoolPlan, options: CompileOptions) -> Cluster:
+    """The endpoint picker Service: HTTP/2 gRPC (ext_proc + EDS), DNS, high limits, gRPC health check."""
+    picker = pool.picker
+    cluster = Cluster(name=picker.cluster, type=Cluster.STRICT_DNS)
+    cluster.connect_timeout.seconds = CONNECT_TIMEOUT_SECONDS
+    cluster.dns_lookup_family = Cluster.V4_PREFERRED
+    cluster.lb_policy = Cluster.LEAST_REQUEST
+    cluster.circuit_breakers.CopyFrom(_high_circuit_breakers())
+    # The picker receives whole request bodies (BUFFERED) in ext_proc messages.
+    cluster.per_connection_buffer_limit_bytes.value = (
+        options.max_body_bytes + contract.GRPC_MESSAGE_OVERHEAD_BYTES
+    )
+    endpoint = LbEndpoint(
+        endpoint=Endpoint(
+            address=Address(socket_address=SocketAddress(address=picker.host, port_value=picker.port))
+        )
+    )
+    cluster.load_assignment.CopyFrom(
+        ClusterLoadAssignment(
+            cluster_name=picker.cluster, endpoints=[LocalityLbEndpoints(lb_endpoints=[endpoint])]
+        )
+    )
+    protocol = HttpProtocolOptions()
+    protocol.explicit_http_config.http2_protocol_options.CopyFrom(Http2ProtocolOptions())
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Pack(protocol, deterministic=True)
+    check = HealthCheck()
+    check.timeout.seconds = PICKER_HEALTH_TIMEOUT_SECONDS
+    check.interval.seconds = PICKER_HEALTH_INTERVAL_SECONDS
+    check.unhealthy_threshold.value = 3
+    check.healthy_threshold.value = 1
+    check.grpc_health_check.SetInParent()
+    cluster.health_checks.append(check)
+    values = _pool_metadata(pool, Role.PICKER)
+    values[MetadataKey.SOURCE] = pool.source
+    metadata.set_ours(cluster.metadata, values)
+    return cluster
+
+
+def build_pool_clusters(
+    pool: PoolPlan, options: CompileOptions, with_catch_all: bool = True
+) -> list[Cluster]:
+    """Every cluster a pool needs, in name order."""
+    clusters = [build_picker_cluster(pool, options)]
+    if with_catch_all:
+        clusters.append(build_catch_all_cluster(pool, options))
+    clusters.extend(build_target_cluster(pool, target, users, options) for target, users in pool.targets())
+    return sorted(clusters, key=lambda c: c.name)
+
+
+def mark_backend_cluster(cluster: Cluster, pool: PoolPlan, options: CompileOptions) -> Cluster:
+    """EG's cluster for a pool backendRef, made the pool catch-all (EG's name kept: its route uses it)."""
+    marked = build_catch_all_cluster(pool, options, name=cluster.name)
+    values = metadata.ours(marked.metadata) or {}
+    values[MetadataKey.ROLE] = contract.CompileRole.BACKEND_REF
+    metadata.set_ours(marked.metadata, values)
+    # EG's own metadata (its source objects) stays for config_dump readers.
+    for namespace, struct in cluster.metadata.filter_metadata.items():
+        if namespace != contract.METADATA_NAMESPACE:
+            marked.metadata.filter_metadata[namespace].CopyFrom(struct)
+    return marked

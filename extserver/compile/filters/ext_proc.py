@@ -1,0 +1,52 @@
+"""One ext_proc filter per pool (the picker), off by default and switched on by that pool's routes."""
+
+from __future__ import annotations
+
+from envoy.config.route.v3.route_components_pb2 import FilterConfig
+from envoy.extensions.filters.http.ext_proc.v3.ext_proc_pb2 import ExternalProcessor, ExtProcPerRoute
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
+from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import HttpFilter
+from google.protobuf.any_pb2 import Any as AnyProto
+
+from api import contract
+from api.contract import ExtProcMode
+from extserver.compile.plan import PoolPlan
+
+
+def processing_mode() -> ProcessingMode:
+    mode = ProcessingMode()
+    mode.request_header_mode = ProcessingMode.HeaderSendMode.Value(ExtProcMode.REQUEST_HEADER)
+    mode.request_body_mode = ProcessingMode.BodySendMode.Value(ExtProcMode.REQUEST_BODY)
+    mode.request_trailer_mode = ProcessingMode.HeaderSendMode.Value(ExtProcMode.REQUEST_TRAILER)
+    mode.response_header_mode = ProcessingMode.HeaderSendMode.Value(ExtProcMode.RESPONSE_HEADER)
+    mode.response_body_mode = ProcessingMode.BodySendMode.Value(ExtProcMode.RESPONSE_BODY)
+    mode.response_trailer_mode = ProcessingMode.HeaderSendMode.Value(ExtProcMode.RESPONSE_TRAILER)
+    return mode
+
+
+def build_ext_proc_filter(pool: PoolPlan) -> HttpFilter:
+    config = ExternalProcessor()
+    grpc = config.grpc_service.envoy_grpc
+    grpc.cluster_name = pool.picker.cluster
+    grpc.authority = pool.picker.target_uri
+    config.failure_mode_allow = pool.picker.failure_mode_allow
+    config.processing_mode.CopyFrom(processing_mode())
+    config.message_timeout.FromNanoseconds(int(contract.EXT_PROC_MESSAGE_TIMEOUT_SECONDS * 1e9))
+    config.request_attributes.extend(contract.REQUEST_ATTRIBUTES)
+    # The weighted cluster was chosen before the picker ran; re-matching after its header mutation
+    # could pick another target than the one the picker chose endpoints (and rewrote the body) for.
+    config.route_cache_action = ExternalProcessor.RETAIN
+    http_filter = HttpFilter(name=pool.ext_proc_filter, disabled=True)
+    http_filter.typed_config.Pack(config, deterministic=True)
+    return http_filter
+
+
+def enable_on_route() -> AnyProto:
+    """typed_per_filter_config value that turns the pool's (disabled-by-default) filter on for a route."""
+    per_route = ExtProcPerRoute()
+    per_route.overrides.SetInParent()
+    wrapper = FilterConfig(disabled=False)
+    wrapper.config.Pack(per_route, deterministic=True)
+    packed = AnyProto()
+    packed.Pack(wrapper, deterministic=True)
+    return packed

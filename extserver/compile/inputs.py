@@ -1,0 +1,60 @@
+"""What the compiler takes and gives back, apart from Envoy messages: inputs, options, problems."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
+
+from api import contract
+from api.model import InferenceModel, InferencePool
+
+
+@dataclass(frozen=True)
+class CompileInputs:
+    pools: tuple[InferencePool, ...]
+    models: tuple[InferenceModel, ...]
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    max_body_bytes: int = contract.DEFAULT_MAX_BODY_BYTES
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with one object, phrased as the status condition it should get."""
+
+    kind: str
+    namespace: str
+    name: str
+    condition_type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class TranslationOutput:
+    clusters: list[Cluster]
+    listeners: list[Listener]
+    routes: list[RouteConfiguration]
+    problems: list[Problem] = field(default_factory=list)
+
+
+class Condition:
+    ACCEPTED = "Accepted"
+    RESOLVED_REFS = "ResolvedRefs"
+
+
+class Reason:
+    MODEL_NAME_IN_USE = "ModelNameInUse"
+    POOL_NOT_FOUND = "PoolNotFound"
+    POOL_INVALID = "PoolInvalid"
+    UNSUPPORTED_POOL_REF = "UnsupportedPoolRef"
+    INVALID_WEIGHTS = "InvalidWeights"
+    DUPLICATE_TARGET = "DuplicateTargetModel"
+    RESERVED_TARGET_NAME = "ReservedTargetName"
+    INVALID_EXTENSION_REF = "InvalidExtensionRef"
+    LISTENER_IN_USE = "ListenerInUse"

@@ -1,0 +1,70 @@
+"""Every xDS name the compiler writes, built from structured values; names are never parsed back."""
+
+from __future__ import annotations
+
+from api.contract import EG_PORT_SHIFT, EG_PRIVILEGED_PORT_LIMIT, EdsResource
+
+_PREFIX = "inference"
+
+# HTTP filter names (the part after the slash keeps them apart from EG's own filters of the same type).
+HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation/inference"
+JSON_TO_METADATA_FILTER = "envoy.filters.http.json_to_metadata/inference"
+LUA_FILTER = "envoy.filters.http.lua/inference"
+EXT_PROC_FILTER_PREFIX = "envoy.filters.http.ext_proc/inference/"
+ROUTER_FILTER = "envoy.filters.http.router"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+
+
+def pool_cluster(namespace: str, pool: str) -> str:
+    """The pool catch-all cluster (models without an InferenceModel)."""
+    return f"{_PREFIX}/{namespace}/{pool}"
+
+
+def target_cluster(namespace: str, pool: str, target_model: str) -> str:
+    return f"{_PREFIX}/{namespace}/{pool}/{target_model}"
+
+
+def picker_cluster(namespace: str, pool: str) -> str:
+    return f"{_PREFIX}/{namespace}/{pool}/picker"
+
+
+def ext_proc_filter(namespace: str, pool: str) -> str:
+    return f"{EXT_PROC_FILTER_PREFIX}{namespace}/{pool}"
+
+
+def model_route(namespace: str, inference_model: str, parent_route: str | None = None) -> str:
+    """Route of one InferenceModel; under an EG route when the pool is an HTTPRoute backendRef."""
+    base = f"{_PREFIX}/{namespace}/{inference_model}"
+    return base if parent_route is None else f"{parent_route}/{base}"
+
+
+def pool_default_route(namespace: str, pool: str) -> str:
+    return f"{_PREFIX}/{namespace}/{pool}/default"
+
+
+def models_list_route(namespace: str, pool: str, parent_route: str | None = None) -> str:
+    base = f"{_PREFIX}/{namespace}/{pool}/models"
+    return base if parent_route is None else f"{parent_route}/{base}"
+
+
+def pool_virtual_host(namespace: str, pool: str) -> str:
+    return f"{_PREFIX}/{namespace}/{pool}"
+
+
+def eds_resource(namespace: str, pool: str, target_model: str | None = None) -> str:
+    return EdsResource(namespace, pool, target_model).name
+
+
+def eg_listener_prefix(gateway_namespace: str, gateway_name: str) -> str:
+    """EG names a Gateway's listeners `<ns>/<gateway>/<listener>`."""
+    return f"{gateway_namespace}/{gateway_name}/"
+
+
+def eg_container_port(gateway_port: int) -> int:
+    """EG shifts privileged Gateway ports so Envoy can bind them unprivileged (80 -> 10080)."""
+    return gateway_port + EG_PORT_SHIFT if gateway_port < EG_PRIVILEGED_PORT_LIMIT else gateway_port
+
+
+def source(kind: str, namespace: str, name: str) -> str:
+    """`<Kind> <ns>/<name>`, the source object written into metadata."""
+    return f"{kind} {namespace}/{name}"

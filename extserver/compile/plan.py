@@ -1,0 +1,330 @@
+"""CRDs -> plan: per pool, its accepted models, their targets and weights, and every name (no xDS yet)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from api.contract import picker_service_host
+from api.model import GROUP_X, AttachTo, FailureMode, InferenceModel, InferencePool
+from extserver.compile import naming
+from extserver.compile.inputs import CompileInputs, Condition, Problem, Reason
+
+KIND_POOL = "InferencePool"
+KIND_MODEL = "InferenceModel"
+_POOL_REF_GROUPS = (GROUP_X, "inference.networking.k8s.io")
+_RESERVED_TARGETS = ("picker",)  # would collide with the picker cluster's name
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    model: str
+    weight: int
+    cluster: str
+    eds_resource: str
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    namespace: str
+    name: str
+    model_name: str
+    criticality: str
+    targets: tuple[TargetPlan, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class PickerPlan:
+    service: str
+    namespace: str
+    port: int
+    host: str
+    failure_mode_allow: bool
+    cluster: str
+
+    @property
+    def target_uri(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    namespace: str
+    name: str
+    api_version: str
+    source: str
+    target_ports: tuple[int, ...]
+    picker: PickerPlan
+    catch_all_cluster: str
+    eds_resource: str
+    ext_proc_filter: str
+    attach_to: AttachTo | None
+    created: str
+    models: tuple[ModelPlan, ...]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    def targets(self) -> tuple[tuple[TargetPlan, tuple[tuple[ModelPlan, TargetPlan], ...]], ...]:
+        """Each distinct target cluster once (sorted by name), with the models that send traffic to it."""
+        users: dict[str, list[tuple[ModelPlan, TargetPlan]]] = {}
+        first: dict[str, TargetPlan] = {}
+        for model in self.models:
+            for target in model.targets:
+                users.setdefault(target.cluster, []).append((model, target))
+                first.setdefault(target.cluster, target)
+        return tuple((first[name], tuple(users[name])) for name in sorted(users))
+
+
+@dataclass(frozen=True)
+class Plan:
+    pools: tuple[PoolPlan, ...]
+    problems: tuple[Problem, ...]
+
+    def pool(self, namespace: str, name: str) -> PoolPlan | None:
+        for pool in self.pools:
+            if pool.key == (namespace, name):
+                return pool
+        return None
+
+
+def _age_key(obj: InferencePool | InferenceModel) -> tuple[str, str, str]:
+    # RFC 3339 UTC timestamps sort as strings; objects without one count as newest.
+    return (obj.meta.creation_timestamp or "~", obj.meta.namespace, obj.meta.name)
+
+
+def _problem(
+    obj: InferencePool | InferenceModel, kind: str, condition: str, reason: str, msg: str
+) -> Problem:
+    return Problem(kind, obj.meta.namespace, obj.meta.name, condition, reason, msg)
+
+
+def _pool_problem(pool: InferencePool) -> Problem | None:
+    ref = pool.picker
+    if ref.kind != "Service" or ref.group not in ("", "core"):
+        return _problem(
+            pool,
+            KIND_POOL,
+            Condition.RESOLVED_REFS,
+            Reason.INVALID_EXTENSION_REF,
+            f"endpoint picker reference {ref.group or 'core'}/{ref.kind} {ref.name}: "
+            "only a Service is supported",
+        )
+    return None
+
+
+def _plan_pool(pool: InferencePool) -> PoolPlan:
+    ns, name = pool.meta.namespace, pool.meta.name
+    host = picker_service_host(pool.picker.name, ns)
+    return PoolPlan(
+        namespace=ns,
+        name=name,
+        api_version=pool.api_version,
+        source=naming.source(KIND_POOL, ns, name),
+        target_ports=pool.target_ports,
+        picker=PickerPlan(
+            service=pool.picker.name,
+            namespace=ns,
+            port=pool.picker.port,
+            host=host,
+            failure_mode_allow=pool.picker.failure_mode == FailureMode.FAIL_OPEN,
+            cluster=naming.picker_cluster(ns, name),
+        ),
+        catch_all_cluster=naming.pool_cluster(ns, name),
+        eds_resource=naming.eds_resource(ns, name),
+        ext_proc_filter=naming.ext_proc_filter(ns, name),
+        attach_to=pool.attach_to,
+        created=pool.meta.creation_timestamp,
+        models=(),
+    )
+
+
+def _model_problem(model: InferenceModel) -> Problem | None:
+    targets = model.weighted_targets()
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        return _problem(
+            model,
+            KIND_MODEL,
+            Condition.ACCEPTED,
+            Reason.DUPLICATE_TARGET,
+            f"spec.targetModels names {dup} more than once",
+        )
+    reserved = [n for n in names if n in _RESERVED_TARGETS]
+    if reserved:
+        return _problem(
+            model,
+            KIND_MODEL,
+            Condition.ACCEPTED,
+            Reason.RESERVED_TARGET_NAME,
+            f"spec.targetModels: target name {reserved[0]!r} is reserved",
+        )
+    if sum(t.weight or 0 for t in targets) <= 0:
+        return _problem(
+            model,
+            KIND_MODEL,
+            Condition.ACCEPTED,
+            Reason.INVALID_WEIGHTS,
+            "spec.targetModels: all weights are 0, so no target could get traffic",
+        )
+    return None
+
+
+def _plan_model(model: InferenceModel, pool: PoolPlan) -> ModelPlan:
+    targets = tuple(
+        TargetPlan(
+            model=t.name,
+            weight=t.weight or 0,
+            cluster=naming.target_cluster(pool.namespace, pool.name, t.name),
+            eds_resource=naming.eds_resource(pool.namespace, pool.name, t.name),
+        )
+        for t in model.weighted_targets()
+    )
+    return ModelPlan(
+        namespace=model.meta.namespace,
+        name=model.meta.name,
+        model_name=model.model_name,
+        criticality=model.effective_criticality.value,
+        targets=targets,
+        source=naming.source(KIND_MODEL, model.meta.namespace, model.meta.name),
+    )
+
+
+def build_plan(inputs: CompileInputs) -> Plan:
+    """Validate references and conflicts; oldest object wins; everything else becomes a Problem."""
+    problems: list[Problem] = []
+    pools: dict[tuple[str, str], PoolPlan] = {}
+    invalid_pools: set[tuple[str, str]] = set()
+    for pool in sorted(inputs.pools, key=lambda p: (p.meta.namespace, p.meta.name)):
+        issue = _pool_problem(pool)
+        if issue is not None:
+            problems.append(issue)
+            invalid_pools.add((pool.meta.namespace, pool.meta.name))
+            continue
+        pools[(pool.meta.namespace, pool.meta.name)] = _plan_pool(pool)
+
+    accepted: dict[tuple[str, str], list[ModelPlan]] = {key: [] for key in pools}
+    owners: dict[tuple[str, str, str], InferenceModel] = {}
+    for model in sorted(inputs.models, key=_age_key):
+        ref = model.pool_ref
+        pool_key = (model.meta.namespace, ref.name)
+        if ref.kind != KIND_POOL or ref.group not in _POOL_REF_GROUPS:
+            problems.append(
+                _problem(
+                    model,
+                    KIND_MODEL,
+                    Condition.ACCEPTED,
+                    Reason.UNSUPPORTED_POOL_REF,
+                    f"spec.poolRef: {ref.group}/{ref.kind} is not an InferencePool",
+                )
+            )
+            continue
+        if pool_key in invalid_pools:
+            problems.append(
+                _problem(
+                    model,
+                    KIND_MODEL,
+                    Condition.ACCEPTED,
+                    Reason.POOL_INVALID,
+                    f"spec.poolRef: InferencePool {pool_key[0]}/{ref.name} is not valid",
+                )
+            )
+            continue
+        pool_plan = pools.get(pool_key)
+        if pool_plan is None:
+            problems.append(
+                _problem(
+                    model,
+                    KIND_MODEL,
+                    Condition.ACCEPTED,
+                    Reason.POOL_NOT_FOUND,
+                    f"spec.poolRef: InferencePool {pool_key[0]}/{ref.name} not found",
+                )
+            )
+            continue
+        issue = _model_problem(model)
+        if issue is not None:
+            problems.append(issue)
+            continue
+        owner_key = (*pool_key, model.model_name)
+        owner = owners.get(owner_key)
+        if owner is not None:
+            problems.append(
+                _problem(
+                    model,
+                    KIND_MODEL,
+                    Condition.ACCEPTED,
+                    Reason.MODEL_NAME_IN_USE,
+                    f"spec.modelName {model.model_name!r} is already served in pool {ref.name} by the older "
+                    f"InferenceModel {owner.meta.namespace}/{owner.meta.name}",
+                )
+            )
+            continue
+        owners[owner_key] = model
+        accepted[pool_key].append(_plan_model(model, pool_plan))
+
+    planned = tuple(
+        _with_models(pools[key], sorted(accepted[key], key=lambda m: (m.model_name, m.name)))
+        for key in sorted(pools)
+    )
+    return Plan(pools=planned, problems=tuple(sorted(problems, key=_problem_key)))
+
+
+def _with_models(pool: PoolPlan, models: Iterable[ModelPlan]) -> PoolPlan:
+    return replace(pool, models=tuple(models))
+
+
+def _problem_key(p: Problem) -> tuple[str, str, str, str]:
+    return (p.kind, p.namespace, p.name, p.reason)
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """A plain, ordered view of the plan for golden files and debugging."""
+
+    def pool_dict(pool: PoolPlan) -> dict[str, Any]:
+        return {
+            "pool": f"{pool.namespace}/{pool.name}",
+            "apiVersion": pool.api_version,
+            "attachTo": None
+            if pool.attach_to is None
+            else {
+                "gateway": f"{pool.attach_to.gateway_namespace}/{pool.attach_to.gateway_name}",
+                "port": pool.attach_to.port,
+            },
+            "targetPorts": list(pool.target_ports),
+            "picker": {
+                "target": pool.picker.target_uri,
+                "cluster": pool.picker.cluster,
+                "failOpen": pool.picker.failure_mode_allow,
+            },
+            "catchAllCluster": pool.catch_all_cluster,
+            "extProcFilter": pool.ext_proc_filter,
+            "models": [
+                {
+                    "modelName": m.model_name,
+                    "source": m.source,
+                    "criticality": m.criticality,
+                    "targets": [
+                        {"model": t.model, "weight": t.weight, "cluster": t.cluster} for t in m.targets
+                    ],
+                }
+                for m in pool.models
+            ],
+        }
+
+    return {
+        "pools": [pool_dict(p) for p in plan.pools],
+        "problems": [
+            {
+                "object": f"{p.kind} {p.namespace}/{p.name}",
+                "condition": p.condition_type,
+                "reason": p.reason,
+                "message": p.message,
+            }
+            for p in plan.problems
+        ],
+    }

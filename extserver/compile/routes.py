@@ -1,0 +1,146 @@
+"""Routes: per InferenceModel (body model -> weighted targets), the pool catch-all, GET /v1/models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from envoy.config.route.v3.route_components_pb2 import Route, RouteMatch, WeightedCluster
+from envoy.type.matcher.v3.metadata_pb2 import MetadataMatcher
+
+from api import contract
+from api.contract import CompileMetadataKey, MetadataKey, Role
+from extserver.compile import metadata, naming
+from extserver.compile.filters import ext_proc, lua
+from extserver.compile.inputs import CompileOptions
+from extserver.compile.plan import ModelPlan, PoolPlan
+
+# LLM answers take long; Envoy's default route timeout (15 s) would cut them off.
+ROUTE_TIMEOUT_SECONDS = 300
+MODELS_LIST_PATH = "/v1/models"
+
+
+def model_matcher(model_name: str) -> MetadataMatcher:
+    matcher = MetadataMatcher(filter=contract.BODY_METADATA_NAMESPACE)
+    matcher.path.add().key = contract.BODY_MODEL_KEY
+    matcher.value.string_match.exact = model_name
+    return matcher
+
+
+def _without_our_matchers(match: RouteMatch) -> RouteMatch:
+    result = RouteMatch()
+    result.CopyFrom(match)
+    del result.dynamic_metadata[:]
+    result.dynamic_metadata.extend(
+        m for m in match.dynamic_metadata if m.filter != contract.BODY_METADATA_NAMESPACE
+    )
+    return result
+
+
+def apply_pool_settings(route: Route, pool: PoolPlan, options: CompileOptions) -> None:
+    """What every route of a pool needs: the pool's picker switched on, bodies up to max_body_bytes."""
+    route.typed_per_filter_config[pool.ext_proc_filter].CopyFrom(ext_proc.enable_on_route())
+    route.request_body_buffer_limit.value = options.max_body_bytes
+
+
+def build_model_route(
+    pool: PoolPlan,
+    model: ModelPlan,
+    match: RouteMatch,
+    options: CompileOptions,
+    parent_route: Route | None = None,
+) -> Route:
+    """Route for one InferenceModel: `match` plus body model == modelName -> weighted target clusters."""
+    route = Route()
+    if parent_route is not None:
+        route.CopyFrom(parent_route)  # EG's match, timeouts, metadata; ours is replaced below
+    else:
+        route.route.timeout.seconds = ROUTE_TIMEOUT_SECONDS
+    route.name = naming.model_route(model.namespace, model.name, parent_route.name if parent_route else None)
+    route.match.CopyFrom(_without_our_matchers(match))
+    route.match.dynamic_metadata.append(model_matcher(model.model_name))
+    weighted = WeightedCluster()
+    for target in model.targets:
+        if target.weight <= 0:
+            continue  # listed in metadata, never chosen
+        entry = weighted.clusters.add(name=target.cluster)
+        entry.weight.value = target.weight
+        if pool.picker.failure_mode_allow:
+            entry.typed_per_filter_config[naming.LUA_FILTER].CopyFrom(lua.per_cluster_rewrite(target.model))
+    route.route.weighted_clusters.CopyFrom(weighted)
+    apply_pool_settings(route, pool, options)
+    metadata.set_ours(
+        route.metadata,
+        {
+            MetadataKey.ROLE: Role.MODEL_ROUTE,
+            MetadataKey.POOL_NAMESPACE: pool.namespace,
+            MetadataKey.POOL_NAME: pool.name,
+            MetadataKey.MODEL_NAME: model.model_name,
+            MetadataKey.CRITICALITY: model.criticality,
+            MetadataKey.SOURCE: model.source,
+            CompileMetadataKey.TARGETS: [
+                {
+                    MetadataKey.TARGET_MODEL: t.model,
+                    MetadataKey.WEIGHT: t.weight,
+                    CompileMetadataKey.CLUSTER: t.cluster,
+                }
+                for t in model.targets
+            ],
+        },
+    )
+    return route
+
+
+def catch_all_metadata(pool: PoolPlan, role: str, eg_route: str | None = None) -> dict[str, object]:
+    values: dict[str, object] = {
+        MetadataKey.ROLE: role,
+        MetadataKey.POOL_NAMESPACE: pool.namespace,
+        MetadataKey.POOL_NAME: pool.name,
+        MetadataKey.SOURCE: pool.source,
+    }
+    if eg_route is not None:
+        values[CompileMetadataKey.EG_ROUTE] = eg_route
+    return values
+
+
+def build_catch_all_route(pool: PoolPlan, options: CompileOptions) -> Route:
+    """Attach-to listeners: every request whose model has no InferenceModel goes to the pool cluster."""
+    route = Route(name=naming.pool_default_route(pool.namespace, pool.name))
+    route.match.prefix = "/"
+    route.route.cluster = pool.catch_all_cluster
+    route.route.timeout.seconds = ROUTE_TIMEOUT_SECONDS
+    apply_pool_settings(route, pool, options)
+    metadata.set_ours(route.metadata, catch_all_metadata(pool, Role.CATCH_ALL))
+    return route
+
+
+def models_list_body(model_names: Sequence[str], owner: str) -> str:
+    """OpenAI `GET /v1/models` list of the client-facing model names."""
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": owner} for name in sorted(set(model_names))
+    ]
+    return json.dumps({"object": "list", "data": data}, separators=(",", ":"))
+
+
+def build_models_list_route(pools: Sequence[PoolPlan], name: str, match: RouteMatch | None = None) -> Route:
+    """Direct response with the InferenceModels' modelNames of `pools`."""
+    route = Route(name=name)
+    if match is not None:
+        route.match.CopyFrom(match)
+        route.match.ClearField("path_specifier")
+    route.match.path = MODELS_LIST_PATH
+    method = route.match.headers.add(name=":method")
+    method.string_match.exact = "GET"
+    names = [m.model_name for pool in pools for m in pool.models]
+    owner = ",".join(f"{p.namespace}/{p.name}" for p in pools)
+    route.direct_response.status = 200
+    route.direct_response.body.inline_string = models_list_body(names, owner)
+    header = route.response_headers_to_add.add()
+    header.header.key = "content-type"
+    header.header.value = "application/json"
+    values: dict[str, object] = {
+        MetadataKey.ROLE: Role.MODELS_LIST,
+        MetadataKey.SOURCE: ",".join(p.source for p in pools),
+    }
+    metadata.set_ours(route.metadata, values)
+    return route

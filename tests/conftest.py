@@ -1,0 +1,23 @@
+"""Shared pytest options and fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Golden tests (tests/test_compile_golden.py): rewrite tests/golden/out/ and delete orphans.
+    parser.addoption("--update-golden", action="store_true", default=False, help="rewrite golden outputs")
+
+
+# Real-vLLM tests (marker `vllm`, tests/test_vllm_real.py) take minutes: they are deselected (reported
+# as such, never counted as passed) unless CI or E2E_VLLM is set, or `-m` names the marker.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import os
+
+    if os.environ.get("CI") or os.environ.get("E2E_VLLM") or "vllm" in (config.option.markexpr or ""):
+        return
+    deselected = [item for item in items if item.get_closest_marker("vllm") is not None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item.get_closest_marker("vllm") is None]
