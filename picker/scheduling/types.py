@@ -63,6 +63,7 @@ class Decision:
 
     endpoints: tuple[str, ...]
     scores: dict[str, float] = field(default_factory=dict)  # address -> total score, for the log
+    prefix_hashes: tuple[int, ...] = ()  # the prompt's block hashes, for PrefixIndex.record after sending
 
     @property
     def primary(self) -> str:

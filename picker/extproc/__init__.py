@@ -1,0 +1,1 @@
+"""The ext_proc protocol side of the picker: stream state machine, request attributes, mutation builders."""

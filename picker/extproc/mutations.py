@@ -1,0 +1,116 @@
+"""Builders for ext_proc ProcessingResponse messages (pure: values in, protobuf messages out)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+
+from api.contract import BODY_MUTATION_CHUNK_BYTES, HEADER_DESTINATION_ENDPOINT, LB_METADATA_NAMESPACE
+
+JSON_CONTENT_TYPE = "application/json"
+
+
+def header_mutation(
+    set_headers: Iterable[tuple[str, str]] = (), remove_headers: Iterable[str] = ()
+) -> ep.HeaderMutation:
+    """Overwrite (not append) each header in `set_headers`; remove `remove_headers`."""
+    return ep.HeaderMutation(
+        set_headers=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=key, raw_value=value.encode()),
+                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+            for key, value in set_headers
+        ],
+        remove_headers=list(remove_headers),
+    )
+
+
+def destination_value(endpoints: Sequence[str]) -> str:
+    """`ip:port[,ip:port...]`: the same string goes into the header and the envoy.lb metadata."""
+    return ",".join(endpoints)
+
+
+def lb_metadata(destination: str) -> struct_pb2.Struct:
+    """Dynamic metadata `{"envoy.lb": {"x-gateway-destination-endpoint": destination}}`."""
+    metadata = struct_pb2.Struct()
+    metadata.get_or_create_struct(LB_METADATA_NAMESPACE)[HEADER_DESTINATION_ENDPOINT] = destination
+    return metadata
+
+
+def continue_request_headers() -> ep.ProcessingResponse:
+    return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=ep.CommonResponse()))
+
+
+def continue_response_headers() -> ep.ProcessingResponse:
+    return ep.ProcessingResponse(response_headers=ep.HeadersResponse(response=ep.CommonResponse()))
+
+
+def continue_response_body() -> ep.ProcessingResponse:
+    return ep.ProcessingResponse(response_body=ep.BodyResponse(response=ep.CommonResponse()))
+
+
+def routed_body_response(
+    destination: str, new_body: bytes | None, content_length: int
+) -> ep.ProcessingResponse:
+    """Answer to a BUFFERED request body: destination header + metadata, body replaced if rewritten.
+
+    In buffered mode Envoy still holds the request headers when the body answer arrives, so the
+    header mutation here applies to them (Content-Length fixed to the body actually sent).
+    """
+    common = ep.CommonResponse(
+        header_mutation=header_mutation(
+            [(HEADER_DESTINATION_ENDPOINT, destination), ("content-length", str(content_length))]
+        )
+    )
+    if new_body is not None:
+        common.body_mutation.body = new_body
+    return ep.ProcessingResponse(
+        request_body=ep.BodyResponse(response=common), dynamic_metadata=lb_metadata(destination)
+    )
+
+
+def chunk_body(body: bytes, chunk_bytes: int = BODY_MUTATION_CHUNK_BYTES) -> list[bytes]:
+    """Split a body into chunks Envoy accepts in streamed body mutations (at least one chunk)."""
+    if chunk_bytes <= 0:
+        raise ValueError("chunk_bytes must be positive")
+    return [body[i : i + chunk_bytes] for i in range(0, len(body), chunk_bytes)] or [b""]
+
+
+def streamed_body_responses(
+    body: bytes, chunk_bytes: int = BODY_MUTATION_CHUNK_BYTES
+) -> list[ep.ProcessingResponse]:
+    """Body responses for the STREAMED / FULL_DUPLEX_STREAMED modes: chunks, the last with end_of_stream."""
+    chunks = chunk_body(body, chunk_bytes)
+    return [
+        ep.ProcessingResponse(
+            request_body=ep.BodyResponse(
+                response=ep.CommonResponse(
+                    body_mutation=ep.BodyMutation(
+                        streamed_response=ep.StreamedBodyResponse(
+                            body=chunk, end_of_stream=i == len(chunks) - 1
+                        )
+                    )
+                )
+            )
+        )
+        for i, chunk in enumerate(chunks)
+    ]
+
+
+def immediate_response(
+    status: int, body: bytes, content_type: str = JSON_CONTENT_TYPE, details: str = ""
+) -> ep.ProcessingResponse:
+    """Answer the client directly (the request never reaches a model server)."""
+    return ep.ProcessingResponse(
+        immediate_response=ep.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=status),  # type: ignore[arg-type]
+            headers=header_mutation([("content-type", content_type)]),
+            body=body,
+            details=details,
+        )
+    )

@@ -1,0 +1,121 @@
+"""The picker's own Prometheus metrics (GIE names), in an own CollectorRegistry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from picker.datastore import Datastore
+
+DURATION_BUCKETS = (
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 45, 60,
+    120, 180, 240, 300, 360, 480, 600, 900, 1200, 1800, 2700, 3600,
+)  # fmt: skip
+INPUT_TOKEN_BUCKETS = tuple(float(4**i) for i in range(11))  # 1 .. 1,048,576
+OUTPUT_TOKEN_BUCKETS = tuple(float(2**i) for i in range(14))  # 1 .. 8192
+DECISION_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+class PickerMetrics:
+    """Request metrics per (model_name, target_model_name) and pool gauges read from the datastore."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        labels = ("model_name", "target_model_name")
+        r = self.registry
+        self.requests = Counter(
+            "inference_model_request", "Requests per model and target.", labels, registry=r
+        )
+        self.errors = Counter(
+            "inference_model_request_error", "Failed requests.", (*labels, "error_code"), registry=r
+        )
+        self.duration = Histogram(
+            "inference_model_request_duration_seconds",
+            "From request headers to the end of the response.",
+            labels,
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.input_tokens = Histogram(
+            "inference_model_input_tokens",
+            "Prompt tokens (usage).",
+            labels,
+            buckets=INPUT_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.output_tokens = Histogram(
+            "inference_model_output_tokens",
+            "Completion tokens (usage).",
+            labels,
+            buckets=OUTPUT_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.running = Gauge(
+            "inference_model_running_requests",
+            "Requests in flight through this picker.",
+            ("model_name",),
+            registry=r,
+        )
+        self.decision = Histogram(
+            "inference_extension_scheduler_e2e_duration_seconds",
+            "Time to schedule one request.",
+            buckets=DECISION_BUCKETS,
+            registry=r,
+        )
+
+    def watch_pools(self, datastore: Datastore) -> None:
+        """Expose the inference_pool_* gauges, computed from `datastore` at scrape time."""
+        self.registry.register(_PoolCollector(datastore))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _PoolCollector(Collector):
+    def __init__(self, datastore: Datastore) -> None:
+        self.datastore = datastore
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        kv = GaugeMetricFamily(
+            "inference_pool_average_kv_cache_utilization",
+            "Mean KV-cache use over fresh pods.",
+            labels=["name"],
+        )
+        queue = GaugeMetricFamily(
+            "inference_pool_average_queue_size", "Mean waiting requests over fresh pods.", labels=["name"]
+        )
+        ready = GaugeMetricFamily(
+            "inference_pool_ready_pods", "Endpoints with fresh metrics.", labels=["name"]
+        )
+        for key, view in sorted(self.datastore.pools().items()):
+            fresh = [
+                e
+                for e in self.datastore.endpoints_for(key)
+                if self.datastore.is_fresh(e) and e.metrics is not None
+            ]
+            name = view.pool.meta.name
+            ready.add_metric([name], len(fresh))
+            count = len(fresh) or 1
+            kv.add_metric([name], sum(e.metrics.kv_cache_usage for e in fresh if e.metrics) / count)
+            queue.add_metric([name], sum(e.metrics.waiting for e in fresh if e.metrics) / count)
+        yield kv
+        yield queue
+        yield ready
+
+
+async def start_metrics_server(metrics: PickerMetrics, host: str, port: int) -> web.AppRunner:
+    """Serve GET /metrics on host:port; returns the runner (call `cleanup()` to stop)."""
+
+    async def handle(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/metrics", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

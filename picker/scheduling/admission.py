@@ -1,0 +1,95 @@
+"""Admission: shed low-priority requests while the pool is saturated (pure functions).
+
+Pool saturation is the mean over the request's candidate endpoints of
+`max(waiting / queueThreshold, kv / kvThreshold)`, where stale or missing metrics count 1.0 and no
+endpoint at all counts 1.0. The pool is saturated when the mean is >= 1.0.
+`Critical` is never shed, `Sheddable` is shed when saturated, `Standard` only if configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from api.model import Criticality
+from picker.scheduling.params import ConfigError, Params
+from picker.scheduling.types import Endpoint, InferenceRequest, Rejection
+
+SATURATED = 1.0
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    queue_threshold: float = 5.0  # waiting requests at which a pod counts as full
+    kv_threshold: float = 0.8  # KV-cache use at which a pod counts as full
+    # Scrapes run every 50 ms: metrics older than this say nothing about the pod's load now.
+    staleness_s: float = 0.2
+    shed_standard: bool = False
+    count_in_flight: bool = True  # add this replica's in-flight requests to `waiting`
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None, path: str = "admission") -> AdmissionConfig:
+        params = Params(data, path)
+        config = cls(
+            queue_threshold=params.number("queueThreshold", 5.0, minimum=0, exclusive_minimum=True),
+            kv_threshold=params.number("kvCacheThreshold", 0.8, minimum=0, maximum=1, exclusive_minimum=True),
+            staleness_s=params.number("metricsStalenessSeconds", 0.2, minimum=0, exclusive_minimum=True),
+            shed_standard=params.boolean("shedStandard", False),
+            count_in_flight=params.boolean("countInFlight", True),
+        )
+        params.done()
+        return config
+
+
+DEFAULT_ADMISSION = AdmissionConfig()
+
+
+def endpoint_saturation(endpoint: Endpoint, config: AdmissionConfig = DEFAULT_ADMISSION) -> float:
+    """One endpoint's load relative to its thresholds (1.0 = full); stale or unknown counts 1.0."""
+    metrics = endpoint.metrics
+    if metrics is None or endpoint.metrics_age_s > config.staleness_s:
+        return 1.0
+    waiting = metrics.waiting + (endpoint.in_flight if config.count_in_flight else 0)
+    return max(waiting / config.queue_threshold, metrics.kv_cache_usage / config.kv_threshold)
+
+
+def pool_saturation(endpoints: Sequence[Endpoint], config: AdmissionConfig = DEFAULT_ADMISSION) -> float:
+    """Mean endpoint saturation; 1.0 when there is no endpoint."""
+    if not endpoints:
+        return 1.0
+    return sum(endpoint_saturation(e, config) for e in endpoints) / len(endpoints)
+
+
+def sheddable(criticality: Criticality, config: AdmissionConfig = DEFAULT_ADMISSION) -> bool:
+    if criticality is Criticality.SHEDDABLE:
+        return True
+    return criticality is Criticality.STANDARD and config.shed_standard
+
+
+def check(
+    request: InferenceRequest, endpoints: Sequence[Endpoint], config: AdmissionConfig = DEFAULT_ADMISSION
+) -> Rejection | None:
+    """None to admit; a 429 `pool_saturated` Rejection to shed. `endpoints`: the request's candidates."""
+    if not sheddable(request.criticality, config):
+        return None  # skip the O(endpoints) work for requests that are never shed
+    saturation = pool_saturation(endpoints, config)
+    if saturation < SATURATED:
+        return None
+    return Rejection(
+        429,
+        "pool_saturated",
+        f"the inference pool is saturated (saturation {saturation:.2f}); "
+        f"{request.criticality.value} request for model {request.model!r} shed, retry later",
+    )
+
+
+__all__ = [
+    "DEFAULT_ADMISSION",
+    "AdmissionConfig",
+    "ConfigError",
+    "check",
+    "endpoint_saturation",
+    "pool_saturation",
+    "sheddable",
+]

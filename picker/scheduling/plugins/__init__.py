@@ -1,0 +1,1 @@
+"""Built-in scheduling plugins, one per module: filters, scorers, pickers (see `registry.py`)."""

@@ -1,0 +1,1 @@
+"""Filters: keep the endpoints a request may go to."""

@@ -1,0 +1,44 @@
+"""`readiness-filter`: drop endpoints whose metrics are missing or too old to trust.
+
+Parameters: `maxMetricsAgeSeconds` (default 2.0): metrics older than this make an endpoint ineligible.
+Rejection: 503 `no_ready_endpoint` when none is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from picker.scheduling.framework import CycleState
+from picker.scheduling.params import Params
+from picker.scheduling.types import Endpoint, Rejection
+
+TYPE = "readiness-filter"
+DEFAULT_MAX_METRICS_AGE_S = 2.0
+
+
+class ReadinessFilter:
+    TYPE = TYPE
+    SNAPSHOT_PURE = True  # memoised per snapshot by the Scheduler
+
+    def __init__(self, max_metrics_age_s: float = DEFAULT_MAX_METRICS_AGE_S) -> None:
+        self.max_metrics_age_s = max_metrics_age_s
+
+    def filter(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Sequence[Endpoint] | Rejection:
+        limit = self.max_metrics_age_s
+        kept = [e for e in candidates if e.metrics is not None and e.metrics_age_s <= limit]
+        if len(kept) == len(candidates):
+            return candidates
+        if kept:
+            return kept
+        return Rejection(
+            503,
+            "no_ready_endpoint",
+            f"no ready endpoint for model {cycle.request.target_model!r}: "
+            f"metrics missing or older than {limit:g}s",
+        )
+
+
+def from_parameters(params: Params) -> ReadinessFilter:
+    age = params.number("maxMetricsAgeSeconds", DEFAULT_MAX_METRICS_AGE_S, minimum=0, exclusive_minimum=True)
+    params.done()
+    return ReadinessFilter(age)

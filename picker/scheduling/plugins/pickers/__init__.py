@@ -1,0 +1,1 @@
+"""Pickers: choose the primary endpoint and fallbacks from the total scores."""

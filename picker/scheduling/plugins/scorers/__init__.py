@@ -1,0 +1,1 @@
+"""Scorers: rank candidates in [0, 1], higher is better."""

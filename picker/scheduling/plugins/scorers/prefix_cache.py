@@ -1,0 +1,77 @@
+"""`prefix-cache-scorer`: prefer endpoints recently sent the longest prefix of this prompt.
+
+Score = leading prompt blocks the endpoint holds / prompt blocks (0 for prompts under one block).
+The memory is the scorer's `PrefixIndex`, PER PICKER REPLICA, fed by `Scheduler.record(decision)`.
+
+Parameters: `blockSize` (64 bytes), `maxPrefixBlocksToMatch` (256), `lruCapacityPerServer` (31250).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from picker.scheduling.framework import PROMPT_HASHES_KEY, CycleState, Scores
+from picker.scheduling.params import Params
+from picker.scheduling.prefix_index import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_LRU_CAPACITY,
+    DEFAULT_MAX_BLOCKS,
+    PrefixIndex,
+    prompt_hashes,
+)
+from picker.scheduling.types import Endpoint
+
+TYPE = "prefix-cache-scorer"
+
+
+class PrefixCacheScorer:
+    TYPE = TYPE
+
+    def __init__(
+        self,
+        index: PrefixIndex | None = None,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        max_blocks: int = DEFAULT_MAX_BLOCKS,
+    ) -> None:
+        self.index = index if index is not None else PrefixIndex()
+        self.block_size = block_size
+        self.max_blocks = max_blocks
+
+    def hashes(self, cycle: CycleState) -> tuple[int, ...]:
+        """The prompt's block hashes, computed once per cycle and shared via cycle.data."""
+        hashes: tuple[int, ...] | None = cycle.data.get(PROMPT_HASHES_KEY)
+        if hashes is None:
+            request = cycle.request
+            hashes = prompt_hashes(request.prompt, request.target_model, self.block_size, self.max_blocks)
+            cycle.data[PROMPT_HASHES_KEY] = hashes
+        return hashes
+
+    def score(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Scores:
+        hashes = self.hashes(cycle)
+        if not hashes:
+            return 0.0
+        matched = self.index.match(hashes)
+        if not matched:
+            return 0.0
+        total = float(len(hashes))
+        positions = _positions(cycle, candidates)
+        # Sparse: only endpoints holding a prefix get a score; the rest are 0 without a per-endpoint pass.
+        return {positions[a]: depth / total for a, depth in matched.items() if a in positions}
+
+
+def _positions(cycle: CycleState, candidates: Sequence[Endpoint]) -> dict[str, int]:
+    """address -> index in candidates, memoised for the snapshot."""
+    key = ("positions", id(candidates))
+    cached = cycle.memo.get(key)
+    if cached is None or cached[0] is not candidates:
+        cached = cycle.memo[key] = (candidates, {e.address: i for i, e in enumerate(candidates)})
+    positions: dict[str, int] = cached[1]
+    return positions
+
+
+def from_parameters(params: Params) -> PrefixCacheScorer:
+    block_size = params.integer("blockSize", DEFAULT_BLOCK_SIZE, minimum=1)
+    max_blocks = params.integer("maxPrefixBlocksToMatch", DEFAULT_MAX_BLOCKS, minimum=1)
+    capacity = params.integer("lruCapacityPerServer", DEFAULT_LRU_CAPACITY, minimum=1)
+    params.done()
+    return PrefixCacheScorer(PrefixIndex(capacity), block_size, max_blocks)

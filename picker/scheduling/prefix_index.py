@@ -1,0 +1,132 @@
+"""Approximate prompt-prefix memory: which endpoint was recently sent which prompt blocks.
+
+State is PER PICKER REPLICA: each replica only knows the prompts it routed itself, so with several
+replicas the affinity is weaker (not wrong). It is a guess of each server's prefix cache, not a read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import xxhash
+from cachetools import LRUCache
+
+DEFAULT_BLOCK_SIZE = 64  # bytes of prompt per block (~16 tokens of ~4 chars)
+DEFAULT_MAX_BLOCKS = 256
+DEFAULT_LRU_CAPACITY = 31_250  # blocks remembered per endpoint
+
+
+def prompt_hashes(
+    prompt: str, model: str, block_size: int = DEFAULT_BLOCK_SIZE, max_blocks: int = DEFAULT_MAX_BLOCKS
+) -> tuple[int, ...]:
+    """xxhash64 chain over the full blocks of the UTF-8 prompt; block i is seeded with hash i-1.
+
+    The chain starts from the model's hash, so equal prompts to different models never match; a
+    trailing partial block is ignored, and a prompt shorter than one block gives no hashes.
+    """
+    limit = block_size * max_blocks
+    # Each character is at least one byte: cutting the text first bounds the work on huge prompts.
+    data = prompt[:limit].encode("utf-8", "surrogatepass")
+    count = min(len(data) // block_size, max_blocks)
+    previous = xxhash.xxh64_intdigest(model.encode("utf-8", "surrogatepass"))
+    hashes = []
+    digest = xxhash.xxh64_intdigest
+    view = memoryview(data)
+    for start in range(0, count * block_size, block_size):
+        previous = digest(view[start : start + block_size], previous)
+        hashes.append(previous)
+    return tuple(hashes)
+
+
+class _EndpointBlocks(LRUCache[int, None]):
+    """One endpoint's remembered blocks; evictions are reported back to the reverse index."""
+
+    def __init__(self, capacity: int, owner: PrefixIndex, endpoint: str) -> None:
+        super().__init__(maxsize=capacity)
+        self._owner = owner
+        self._endpoint = endpoint
+
+    def popitem(self) -> tuple[int, None]:
+        key, value = super().popitem()
+        self._owner._evicted(self._endpoint, key)
+        return key, value
+
+
+class PrefixIndex:
+    """Per-endpoint LRU of block hashes plus a reverse map hash -> endpoints, for longest-prefix lookup."""
+
+    def __init__(self, capacity_per_endpoint: int = DEFAULT_LRU_CAPACITY) -> None:
+        if capacity_per_endpoint <= 0:
+            raise ValueError("capacity_per_endpoint must be positive")
+        self.capacity_per_endpoint = capacity_per_endpoint
+        self._blocks: dict[str, _EndpointBlocks] = {}
+        self._holders: dict[int, set[str]] = {}
+
+    def record(self, endpoint: str, hashes: Sequence[int]) -> None:
+        """Remember that `endpoint` ("ip:port") was just sent a prompt with these block hashes."""
+        blocks = self._blocks.get(endpoint)
+        if blocks is None:
+            blocks = self._blocks[endpoint] = _EndpointBlocks(self.capacity_per_endpoint, self, endpoint)
+        holders = self._holders
+        for block in hashes:
+            blocks[block] = None  # inserts or refreshes recency; may evict the oldest block
+            owners = holders.get(block)
+            if owners is None:
+                holders[block] = {endpoint}
+            else:
+                owners.add(endpoint)
+
+    def match(self, hashes: Sequence[int]) -> dict[str, int]:
+        """Endpoint -> number of leading blocks of `hashes` it holds (only endpoints with >= 1)."""
+        matched: dict[str, int] = {}
+        if not hashes:
+            return matched
+        alive = self._holders.get(hashes[0])
+        if not alive:
+            return matched
+        alive = set(alive)
+        depth = 1
+        holders = self._holders
+        for block in hashes[1:]:
+            owners = holders.get(block)
+            still = alive & owners if owners else set()
+            if len(still) != len(alive):
+                for endpoint in alive - still:
+                    matched[endpoint] = depth
+                if not still:
+                    return matched
+                alive = still
+            depth += 1
+        for endpoint in alive:
+            matched[endpoint] = depth
+        return matched
+
+    def forget(self, endpoints: Iterable[str]) -> None:
+        """Drop everything remembered for endpoints that are gone."""
+        for endpoint in endpoints:
+            blocks = self._blocks.pop(endpoint, None)
+            if blocks is None:
+                continue
+            for block in list(blocks.keys()):
+                self._evicted(endpoint, block)
+
+    def endpoints(self) -> frozenset[str]:
+        return frozenset(self._blocks)
+
+    def blocks_held(self, endpoint: str) -> int:
+        blocks = self._blocks.get(endpoint)
+        return len(blocks) if blocks is not None else 0
+
+    def _evicted(self, endpoint: str, block: int) -> None:
+        owners = self._holders.get(block)
+        if owners is not None:
+            owners.discard(endpoint)
+            if not owners:
+                del self._holders[block]
+
+    def __repr__(self) -> str:
+        return f"PrefixIndex(endpoints={len(self._blocks)}, blocks={len(self._holders)})"
+
+    def stats(self) -> dict[str, Any]:
+        return {"endpoints": len(self._blocks), "distinct_blocks": len(self._holders)}

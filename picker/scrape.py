@@ -1,0 +1,144 @@
+"""Polls every endpoint's /metrics (every 50 ms) and /v1/models (on first sight, then every second).
+
+One asyncio task per endpoint, all sharing one aiohttp session with short timeouts; tasks start and
+stop as the datastore's endpoints change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+
+from picker.datastore import Datastore
+from picker.modelserver.names import VLLM, MetricNames
+from picker.modelserver.parse import parse_metrics, parse_models
+from picker.scheduling.types import PodMetrics, ServedModels
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ScrapeConfig:
+    metrics_interval_s: float = 0.05
+    models_interval_s: float = 1.0
+    timeout_s: float = 1.0
+    metrics_path: str = "/metrics"
+    models_path: str = "/v1/models"
+    scheme: str = "http"
+    metric_names: MetricNames = VLLM  # which metric names the model servers expose
+
+
+class Scraper:
+    """Keeps one polling task per endpoint of `datastore`."""
+
+    def __init__(
+        self,
+        datastore: Datastore,
+        config: ScrapeConfig | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.datastore = datastore
+        self.config = config or ScrapeConfig()
+        self._session = session
+        self._own_session = session is None
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        """Follow the datastore until cancelled."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=30),
+            )
+        version = -1
+        try:
+            while True:
+                version = await self.datastore.wait_for_change(version)
+                self._reconcile()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _reconcile(self) -> None:
+        wanted = {(a, s.pod) for a, s in self.datastore.endpoint_states().items()}
+        for key in list(self._tasks):
+            if key not in wanted:
+                self._tasks.pop(key).cancel()
+        for key in wanted:
+            if key not in self._tasks:
+                self._tasks[key] = asyncio.create_task(self._poll(key[0]), name=f"scrape {key[0]}")
+
+    async def _poll(self, address: str) -> None:
+        cfg = self.config
+        base = f"{cfg.scheme}://{address}"
+        next_models = 0.0
+        failures = 0
+        while True:
+            started = time.monotonic()
+            want_models = started >= next_models
+            if want_models:
+                metrics, served = await asyncio.gather(
+                    self._fetch_metrics(base + cfg.metrics_path), self._fetch_models(base + cfg.models_path)
+                )
+                self.datastore.record_models(address, served)
+                next_models = started + cfg.models_interval_s
+            else:
+                metrics = await self._fetch_metrics(base + cfg.metrics_path)
+            if metrics is not None:
+                self.datastore.record_metrics(address, metrics)
+                if failures:
+                    log.info("scrape recovered", endpoint=address, after_failures=failures)
+                failures = 0
+            else:
+                failures += 1
+                if failures in (1, 40) or failures % 1000 == 0:
+                    log.warning("scrape failed", endpoint=address, failures=failures)
+            # Back off a failing endpoint up to 1 s so a dead pod costs little; staleness marks it out.
+            interval = cfg.metrics_interval_s if not failures else min(1.0, cfg.metrics_interval_s * failures)
+            await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
+
+    async def _fetch_text(self, url: str) -> bytes | None:
+        assert self._session is not None
+        try:
+            async with self._session.get(url) as response:
+                if response.status != 200:
+                    return None
+                return await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+
+    async def _fetch_metrics(self, url: str) -> PodMetrics | None:
+        body = await self._fetch_text(url)
+        if body is None:
+            return None
+        try:
+            return parse_metrics(body.decode("utf-8", "replace"), self.config.metric_names)
+        except Exception:
+            log.warning("unparseable /metrics", url=url, exc_info=True)
+            return None
+
+    async def _fetch_models(self, url: str) -> ServedModels | None:
+        body = await self._fetch_text(url)
+        if body is None:
+            return None
+        try:
+            return parse_models(body)
+        except Exception:
+            log.warning("unparseable /v1/models", url=url, exc_info=True)
+            return None

@@ -1,0 +1,156 @@
+"""ext_proc building blocks: mutation builders, chunking, attributes in text format, usage reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from google.protobuf import struct_pb2, text_format
+
+from api.contract import (
+    ATTR_CLUSTER_METADATA,
+    ATTR_CLUSTER_NAME,
+    ATTR_ROUTE_METADATA,
+    HEADER_DESTINATION_ENDPOINT,
+    HEADER_DESTINATION_SUBSET,
+    LB_METADATA_NAMESPACE,
+    LB_SUBSET_HINT_NAMESPACE,
+    METADATA_NAMESPACE,
+    MetadataKey,
+)
+from picker.errors import error_body
+from picker.extproc import mutations
+from picker.extproc.attributes import header_map, metadata_from_text, read_attributes, read_subset_hint
+from picker.extproc.usage import Usage, UsageReader
+
+FIXTURES = Path(__file__).parent / "fixtures" / "picker"
+
+
+def _metadata_text(fields: dict[str, object]) -> str:
+    md = base_pb2.Metadata()
+    md.filter_metadata[METADATA_NAMESPACE].update(fields)
+    return text_format.MessageToString(md)
+
+
+def test_routed_body_response_sets_header_metadata_and_length() -> None:
+    response = mutations.routed_body_response("10.0.0.1:8000,10.0.0.2:8000", b'{"model":"t"}', 13)
+    common = response.request_body.response
+    headers = {h.header.key: h.header.raw_value.decode() for h in common.header_mutation.set_headers}
+    assert headers == {HEADER_DESTINATION_ENDPOINT: "10.0.0.1:8000,10.0.0.2:8000", "content-length": "13"}
+    assert all(
+        h.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+        for h in common.header_mutation.set_headers
+    )
+    assert common.body_mutation.body == b'{"model":"t"}'
+    lb = response.dynamic_metadata.fields[LB_METADATA_NAMESPACE].struct_value
+    assert lb.fields[HEADER_DESTINATION_ENDPOINT].string_value == "10.0.0.1:8000,10.0.0.2:8000"
+
+
+def test_routed_body_response_without_rewrite_leaves_body() -> None:
+    response = mutations.routed_body_response("10.0.0.1:8000", None, 5)
+    assert not response.request_body.response.HasField("body_mutation")
+
+
+def test_chunking() -> None:
+    body = bytes(range(256)) * 500  # 128,000 bytes
+    chunks = mutations.chunk_body(body, 62_000)
+    assert [len(c) for c in chunks] == [62_000, 62_000, 4_000]
+    assert b"".join(chunks) == body
+    assert mutations.chunk_body(b"") == [b""]
+    responses = mutations.streamed_body_responses(body)
+    streamed = [r.request_body.response.body_mutation.streamed_response for r in responses]
+    assert [s.end_of_stream for s in streamed] == [False, False, True]
+    assert b"".join(s.body for s in streamed) == body
+    with pytest.raises(ValueError):
+        mutations.chunk_body(body, 0)
+
+
+def test_immediate_response_is_openai_json() -> None:
+    response = mutations.immediate_response(404, error_body(404, "The model `x` does not exist.", "model"))
+    immediate = response.immediate_response
+    assert immediate.status.code == 404
+    assert immediate.headers.set_headers[0].header.key == "content-type"
+    ours = orjson.loads(immediate.body)
+    vllm = orjson.loads((FIXTURES / "error-unknown-model.json").read_bytes())
+    assert set(ours["error"]) == set(vllm["error"])
+    assert ours["error"]["type"] == vllm["error"]["type"] == "NotFoundError"
+    assert ours["error"]["code"] == 404
+
+
+def test_metadata_text_format() -> None:
+    text = _metadata_text(
+        {MetadataKey.POOL_NAME: "pool", MetadataKey.TARGET_MODEL: "meta-llama/Llama-3.1-8B"}
+    )
+    assert metadata_from_text(text) == {"pool_name": "pool", "target_model": "meta-llama/Llama-3.1-8B"}
+    assert metadata_from_text(text, "other.namespace") is None
+    assert metadata_from_text("filter_metadata { key: ") is None
+    assert metadata_from_text("") is None
+
+
+def test_read_attributes_and_headers() -> None:
+    attrs = struct_pb2.Struct()
+    attrs.update(
+        {
+            ATTR_CLUSTER_NAME: "inference/default/pool/tweet-summary",
+            ATTR_CLUSTER_METADATA: _metadata_text({MetadataKey.TARGET_MODEL: "tweet-summary"}),
+            ATTR_ROUTE_METADATA: _metadata_text({MetadataKey.CRITICALITY: "Critical"}),
+        }
+    )
+    request = ep.ProcessingRequest(
+        request_headers=ep.HttpHeaders(
+            headers=base_pb2.HeaderMap(
+                headers=[
+                    base_pb2.HeaderValue(key=":path", raw_value=b"/v1/completions"),
+                    base_pb2.HeaderValue(key="X-Request-Id", value="abc"),
+                ]
+            )
+        )
+    )
+    request.attributes["envoy.filters.http.ext_proc"].CopyFrom(attrs)
+    read = read_attributes(request)
+    assert read.cluster_name == "inference/default/pool/tweet-summary"
+    assert read.cluster_metadata == {"target_model": "tweet-summary"}
+    assert read.route_metadata == {"criticality": "Critical"}
+    assert header_map(request.request_headers) == {":path": "/v1/completions", "x-request-id": "abc"}
+    assert read_subset_hint(request) is None
+
+
+def test_subset_hint() -> None:
+    request = ep.ProcessingRequest()
+    request.metadata_context.filter_metadata[LB_SUBSET_HINT_NAMESPACE].update(
+        {HEADER_DESTINATION_SUBSET: ["10.0.0.1:8000", "10.0.0.2:8000"]}
+    )
+    assert read_subset_hint(request) == {"10.0.0.1:8000", "10.0.0.2:8000"}
+    request.metadata_context.filter_metadata[LB_SUBSET_HINT_NAMESPACE].update({HEADER_DESTINATION_SUBSET: []})
+    assert read_subset_hint(request) == frozenset()
+
+
+def test_usage_from_sse_split_anywhere() -> None:
+    sse = (FIXTURES / "chat-stream-sse.txt").read_bytes()
+    for cut in (1, 7, 100, len(sse) // 2):
+        reader = UsageReader("text/event-stream; charset=utf-8")
+        for i in range(0, len(sse), cut):
+            reader.feed(sse[i : i + cut])
+        reader.feed(b"", end_of_stream=True)
+        assert reader.usage == Usage(prompt_tokens=2, completion_tokens=5)
+
+
+def test_usage_from_json_body() -> None:
+    body = (FIXTURES / "completion-lora.json").read_bytes()
+    expected = orjson.loads(body)["usage"]
+    reader = UsageReader("application/json")
+    reader.feed(body[:50])
+    reader.feed(body[50:], end_of_stream=True)
+    assert reader.usage == Usage(expected["prompt_tokens"], expected["completion_tokens"])
+
+
+def test_usage_absent_or_garbage() -> None:
+    reader = UsageReader("application/json")
+    reader.feed(b"{not json", end_of_stream=True)
+    assert reader.usage is None
+    sse = UsageReader("text/event-stream")
+    sse.feed(b'data: {"usage": "nope"}\n\ndata: [DONE]\n\n', end_of_stream=True)
+    assert sse.usage is None
