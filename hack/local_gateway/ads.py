@@ -53,6 +53,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._changed = asyncio.Event()
         self.nacks: list[str] = []
         self.acked_version = 0
+        self._acked = asyncio.Event()
 
     @property
     def version(self) -> int:
@@ -76,7 +77,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         """True once an Envoy acknowledged a response of `version` (or newer) for every type it asked."""
         async with asyncio.timeout(timeout):
             while self.acked_version < version:
-                await asyncio.sleep(0.05)
+                await self._acked.wait()
         return True
 
     def _response(self, type_url: str, sub: _Subscription) -> discovery_pb2.DiscoveryResponse:
@@ -130,9 +131,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     elif request.response_nonce == str(sub.nonce) and request.version_info:
                         self._note_ack(subs)
                     sub.names = frozenset(request.resource_names)
-                    if sub.sent_version != self._snapshot.version or sub.sent_names != sub.names:
-                        if not request.HasField("error_detail") or sub.sent_names != sub.names:
-                            yield self._response(request.type_url, sub)
+                    # A NACK is not answered again until something changes (the snapshot or the names).
+                    stale = sub.sent_version != self._snapshot.version and not request.HasField(
+                        "error_detail"
+                    )
+                    if stale or sub.sent_names != sub.names:
+                        yield self._response(request.type_url, sub)
                 for type_url in PUSH_ORDER:
                     sub_for_type = subs.get(type_url)
                     if sub_for_type is not None and sub_for_type.sent_version != self._snapshot.version:
@@ -145,3 +149,5 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def _note_ack(self, subs: Mapping[str, _Subscription]) -> None:
         if all(s.sent_version == self._snapshot.version for s in subs.values()):
             self.acked_version = max(self.acked_version, self._snapshot.version)
+            self._acked.set()
+            self._acked = asyncio.Event()

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
 
 def envoy_binary() -> str:
     beside_python = Path(sys.executable).with_name("envoy")
@@ -48,8 +50,8 @@ def ads_bootstrap(ads_port: int, node_id: str = "local-gateway", admin_port: int
                     "type": "STATIC",
                     "connect_timeout": "1s",
                     "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        HTTP_PROTOCOL_OPTIONS: {
+                            "@type": f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}",
                             "explicit_http_config": {"http2_protocol_options": {}},
                         }
                     },

@@ -1,4 +1,4 @@
-"""Make xDS compiled for a cluster run on one machine: Service DNS names and listener ports map to loopback."""
+"""Make xDS compiled for a cluster run on one machine: Service names and listener ports map to loopback."""
 
 from __future__ import annotations
 

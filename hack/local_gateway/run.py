@@ -21,7 +21,6 @@ from pathlib import Path
 
 import grpc
 import structlog
-import watchfiles
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -120,6 +119,7 @@ class LocalGateway:
         await self.wait_ready()
         if self.options.watch:
             self._watch_task = asyncio.create_task(self._watch())
+            await asyncio.sleep(0)  # the watcher takes its first signature before start() returns
 
     async def stop(self) -> None:
         if self._watch_task is not None:
@@ -284,9 +284,12 @@ class LocalGateway:
                     writer.close()
                     break
                 except OSError:
-                    if self.envoy is not None and self.envoy.process is not None:
-                        if self.envoy.process.poll() is not None:
-                            raise RuntimeError(f"envoy exited:\n{self.envoy.log_tail()}") from None
+                    if (
+                        self.envoy is not None
+                        and self.envoy.process
+                        and self.envoy.process.poll() is not None
+                    ):
+                        raise RuntimeError(f"envoy exited:\n{self.envoy.log_tail()}") from None
                     if asyncio.get_running_loop().time() > deadline:
                         raise TimeoutError(f"envoy not listening on {host}:{port}") from None
                     await asyncio.sleep(0.05)
@@ -299,9 +302,29 @@ class LocalGateway:
         async with self._translate_lock:
             return await self._translator.translate()
 
-    async def _watch(self) -> None:
-        paths = [str(p) for p in self.options.manifests]
-        async for _ in watchfiles.awatch(*paths, debounce=50, step=20):
+    def _manifest_signature(self) -> tuple[tuple[str, int, int], ...]:
+        files = []
+        for path in self.options.manifests:
+            candidates = path.rglob("*") if path.is_dir() else [path]
+            for file in candidates:
+                if file.suffix in (".yaml", ".yml"):
+                    with contextlib.suppress(OSError):
+                        stat = file.stat()
+                        files.append((str(file), stat.st_mtime_ns, stat.st_size))
+        return tuple(sorted(files))
+
+    async def _watch(self, interval: float = 0.1) -> None:
+        """Re-translate when a manifest changes, as EG does when a watched object's generation changes.
+
+        Polling stat() is immune to editors that replace files and to watcher start-up races.
+        """
+        seen = self._manifest_signature()
+        while True:
+            await asyncio.sleep(interval)
+            current = self._manifest_signature()
+            if current == seen:
+                continue
+            seen = current
             try:
                 version = await self.translate()
                 log.info("retranslated", version=version)
