@@ -38,6 +38,11 @@ class CycleState:
     memo: dict[Any, Any] = field(default_factory=dict)
 
 
+def is_bounded(plugin: object) -> bool:
+    """A scorer that guarantees scores in [0, 1] (property-tested); its output is not re-clamped."""
+    return bool(getattr(plugin, "BOUNDED", False))
+
+
 def is_cacheable(plugin: object) -> bool:
     """Filters: output depends only on (snapshot, target model, subset hint).
     Scorers: scores depend only on (candidates, target model). Such results are memoised."""
@@ -104,18 +109,20 @@ class Scheduler:
 
     def schedule(self, request: InferenceRequest, endpoints: Sequence[Endpoint]) -> Decision | Rejection:
         """One scheduling cycle for `request` over the snapshot `endpoints`."""
-        cycle = CycleState(request=request, now=self.clock(), rng=self.rng)
-        candidates: Sequence[Endpoint] = endpoints
-        for plugin in self.filters:
-            kept = plugin.filter(cycle, candidates)
-            if isinstance(kept, Rejection):
-                return kept
-            if not kept:  # a filter that empties the set without saying why
-                return Rejection(
-                    503, "no_ready_endpoint", f"no endpoint available for model {request.model!r}"
-                )
-            candidates = kept
-
+        # Memoise per snapshot only for tuples: a list could be mutated in place between calls.
+        if endpoints is not self._snapshot or not isinstance(endpoints, tuple):
+            self._snapshot = endpoints
+            self._memo = {}
+        cycle = CycleState(request=request, now=self.clock(), rng=self.rng, memo=self._memo)
+        key = ("filters", request.target_model, request.subset_hint)
+        filtered = self._memo.get(key)
+        if filtered is None:
+            filtered = self._memo[key] = self._filter(cycle, endpoints, self.filters[: self._cached_filters])
+        if isinstance(filtered, Rejection):
+            return filtered
+        candidates = self._filter(cycle, filtered, self.filters[self._cached_filters :])
+        if isinstance(candidates, Rejection):
+            return candidates
         totals, offset = self._totals(cycle, candidates)
         chosen = self.picker.pick(
             cycle, candidates, totals if totals is not None else [0.0] * len(candidates)
@@ -150,7 +157,9 @@ class Scheduler:
             # Keep `candidates` alive with the entry so its id cannot be reused by another list.
             cached = self._memo[key] = (candidates, static, offset)
         _, static, offset = cached
-        return self._sum(cycle, candidates, self._dynamic, list(static) if static is not None else None, offset)
+        return self._sum(
+            cycle, candidates, self._dynamic, list(static) if static is not None else None, offset
+        )
 
     @staticmethod
     def _sum(
@@ -166,11 +175,12 @@ class Scheduler:
             if isinstance(scores, float | int):
                 offset += weight * min(1.0, max(0.0, float(scores)))
                 continue
+            bounded = is_bounded(weighted.scorer)
             if isinstance(scores, dict):
                 if totals is None:
                     totals = [0.0] * len(candidates)
                 for index, score in scores.items():
-                    totals[index] += weight * min(1.0, max(0.0, score))
+                    totals[index] += weight * (score if bounded else min(1.0, max(0.0, score)))
                 continue
             if len(scores) != len(candidates):
                 raise ValueError(
@@ -178,7 +188,7 @@ class Scheduler:
                     f"{len(scores)} scores for {len(candidates)} candidates"
                 )
             # Clamp only when needed: min/max run at C speed, a per-element clamp would not.
-            if scores and (min(scores) < 0.0 or max(scores) > 1.0):
+            if not bounded and scores and (min(scores) < 0.0 or max(scores) > 1.0):
                 scores = [min(1.0, max(0.0, s)) for s in scores]
             if totals is None:
                 totals = list(map(mul, scores, repeat(weight))) if weight != 1.0 else list(scores)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from itertools import compress, repeat
+from operator import ge
 
 from picker.scheduling.framework import CycleState
 from picker.scheduling.params import Params
@@ -28,8 +30,9 @@ class MaxScorePicker:
             return []
         # The count-th best total is the cut: all above it are in, the rest come from ties at the cut.
         cut = heapq.nlargest(count, totals)[-1]
-        above = [i for i, total in enumerate(totals) if total > cut]
-        at_cut = [i for i, total in enumerate(totals) if total == cut]
+        contenders = list(compress(range(len(totals)), map(ge, totals, repeat(cut))))
+        above = [i for i in contenders if totals[i] > cut]
+        at_cut = [i for i in contenders if totals[i] == cut] if above else contenders
         if len(above) > 1:
             # Shuffle, then a stable sort by score: equal scores end up in random order.
             cycle.rng.shuffle(above)

@@ -22,6 +22,7 @@ TYPE = "in-flight-load-scorer"
 
 class InFlightLoadScorer:
     TYPE = TYPE
+    BOUNDED = True  # scores always in [0, 1]
 
     def score(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Scores:
         loads = snapshot_column(cycle, candidates, "load", _load)

@@ -16,6 +16,7 @@ TYPE = "kv-cache-utilization-scorer"
 
 class KvCacheScorer:
     TYPE = TYPE
+    BOUNDED = True  # scores always in [0, 1]
     SNAPSHOT_PURE = True  # memoised per snapshot by the Scheduler
 
     def score(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Scores:

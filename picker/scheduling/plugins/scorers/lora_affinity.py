@@ -20,6 +20,7 @@ TYPE = "lora-affinity-scorer"
 
 class LoraAffinityScorer:
     TYPE = TYPE
+    BOUNDED = True  # scores always in [0, 1]
     SNAPSHOT_PURE = True  # memoised per snapshot by the Scheduler
 
     def __init__(self, running: float = 1.0, free_slot: float = 0.8, waiting: float = 0.6, none: float = 0.0):

@@ -26,6 +26,7 @@ TYPE = "prefix-cache-scorer"
 
 class PrefixCacheScorer:
     TYPE = TYPE
+    BOUNDED = True  # scores always in [0, 1]
 
     def __init__(
         self,

@@ -1,0 +1,91 @@
+"""Microbenchmark: one full scheduling decision (filters, scorers, picker) over 10/100/1,000 endpoints.
+
+Realistic snapshot: varied queues and KV use, 20 LoRA adapters spread over the pods, a 2,000-char
+prompt whose prefix the index already holds for some pods. Prints `decision_<n>_us=<float>` lines
+(median of several rounds, microseconds per decision). Usage: python hack/bench/decision.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+
+from picker.scheduling import Scheduler, build_scheduler
+from picker.scheduling.types import Endpoint, InferenceRequest, PodMetrics, ServedModels
+
+ADAPTERS = [f"adapter-{i}" for i in range(20)]
+BASE_MODEL = "llama-3-8b"
+
+
+def make_endpoints(count: int, rng: random.Random) -> tuple[Endpoint, ...]:
+    served = ServedModels(base=frozenset({BASE_MODEL}), adapters=frozenset(ADAPTERS))
+    endpoints = []
+    for i in range(count):
+        running = frozenset(rng.sample(ADAPTERS, rng.randint(0, 4)))
+        metrics = PodMetrics(
+            running=rng.randint(0, 16),
+            waiting=rng.choice([0, 0, 0, 1, 2, 5]),
+            kv_cache_usage=round(rng.random() * 0.9, 3),
+            max_loras=4,
+            running_adapters=running,
+            waiting_adapters=frozenset(),
+            block_size=16,
+            num_gpu_blocks=8192,
+        )
+        address = f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}:8000"
+        endpoints.append(
+            Endpoint(
+                address, f"default/pod-{i}", served, metrics, rng.random() * 0.05, in_flight=rng.randint(0, 3)
+            )
+        )
+    return tuple(endpoints)
+
+
+def make_prompt(rng: random.Random, length: int = 2000) -> str:
+    words = ["the", "model", "serves", "tokens", "quickly", "cache", "prefix", "system", "user", "answer"]
+    text = "You are a helpful assistant. "
+    while len(text) < length:
+        text += rng.choice(words) + " "
+    return text[:length]
+
+
+def bench_one(count: int, rounds: int, per_round: int) -> float:
+    rng = random.Random(count)
+    scheduler: Scheduler = build_scheduler(rng=random.Random(7))
+    endpoints = make_endpoints(count, rng)
+    prompt = make_prompt(rng)
+    request = InferenceRequest("bench", "adapter-3", "adapter-3", prompt=prompt)
+    # Populate the prefix index: the prompt (or a shorter prefix of it) went to some pods before.
+    warm = scheduler.schedule(request, endpoints)
+    assert not hasattr(warm, "status"), warm
+    for endpoint in rng.sample(endpoints, max(1, count // 10)):
+        cut = rng.randint(200, 2000)
+        other = InferenceRequest("warm", "adapter-3", "adapter-3", prompt=prompt[:cut])
+        decision = scheduler.schedule(other, endpoints)
+        if scheduler.prefix_index is not None and hasattr(decision, "prefix_hashes"):
+            scheduler.prefix_index.record(endpoint.address, decision.prefix_hashes)
+    timings = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for n in range(per_round):
+            scheduler.schedule(InferenceRequest(f"r{n}", "adapter-3", "adapter-3", prompt=prompt), endpoints)
+        timings.append((time.perf_counter() - start) / per_round * 1e6)
+    return statistics.median(timings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    args = parser.parse_args(argv)
+    rounds = 5 if args.quick else 15
+    for count in (10, 100, 1000):
+        per_round = max(20, 20_000 // count) if not args.quick else max(10, 5_000 // count)
+        print(f"decision_{count}_us={bench_one(count, rounds, per_round):.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
