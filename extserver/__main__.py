@@ -61,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve EG's extension hooks over gRPC")
     serve.add_argument(
-        "--manifests", nargs="+", action="extend", type=Path, help="YAML files/dirs to read pools and models from"
+        "--manifests",
+        nargs="+",
+        action="extend",
+        type=Path,
+        help="YAML files/dirs to read pools and models from",
     )
     serve.add_argument("--kubeconfig", type=Path, help="kubeconfig for the Kubernetes source")
     serve.add_argument("--in-cluster", action="store_true", help="use the pod's service account")

@@ -25,7 +25,11 @@ from tests.e2e_support import (
 
 pytestmark = pytest.mark.e2e
 
-LORA_BODY = {"model": "lora-request", "prompt": "Write as if you were a critic: San Francisco", "max_tokens": 8}
+LORA_BODY = {
+    "model": "lora-request",
+    "prompt": "Write as if you were a critic: San Francisco",
+    "max_tokens": 8,
+}
 QWQ_BODY = {"model": "qwq", "messages": [{"role": "user", "content": "你是谁?"}], "max_tokens": 8}
 LORA_ROUTE = "inference/default/inferencemodel-sample"
 
@@ -162,7 +166,9 @@ async def test_a_killed_pod_loses_only_its_in_flight_requests() -> None:
     async with LocalGateway(gateway_options([LORA_SAMPLE])) as gw:
         assert gw.fleet is not None
         victim = gw.fleet.servers[0]
-        run = asyncio.create_task(send_many(gw, {**LORA_BODY, "max_tokens": 64}, 1500, concurrency=concurrency))
+        run = asyncio.create_task(
+            send_many(gw, {**LORA_BODY, "max_tokens": 64}, 1500, concurrency=concurrency)
+        )
         while sum(victim.stats.requests_by_model.values()) < 50 and not run.done():
             await asyncio.sleep(0.01)
         await victim.set_down(True)

@@ -257,7 +257,7 @@ class ObjectStore:
                 self._snapshot = _build_snapshot(self._version, self._entries)
             return self._snapshot
 
-    async def wait_for_change(self, after_version: int, timeout: float | None = None) -> Snapshot:  # noqa: ASYNC109
+    async def wait_for_change(self, after_version: int, timeout: float | None = None) -> Snapshot:
         """Return a snapshot newer than `after_version`, or the current one when `timeout` runs out."""
         loop = asyncio.get_running_loop()
         with self._lock:

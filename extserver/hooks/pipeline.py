@@ -86,7 +86,9 @@ async def run_hooks_via(
 async def run_hooks_before_translation(xds: EgXds, ctx: HookContext) -> None:
     """The Route and Cluster hooks in EG's order, applying each answer to `xds` in place as EG does."""
     await _run_hooks_before_translation(
-        xds, lambda request: post_route_modify(request, ctx), lambda request: post_cluster_modify(request, ctx)
+        xds,
+        lambda request: post_route_modify(request, ctx),
+        lambda request: post_cluster_modify(request, ctx),
     )
 
 
