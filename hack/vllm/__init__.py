@@ -1,0 +1,1 @@
+"""Real vLLM (CPU build) for checks: cached install and tiny model (setup), server processes (server)."""

