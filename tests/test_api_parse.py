@@ -351,7 +351,7 @@ def _resolve(doc: dict[str, Any], template: str, draw: Callable[[st.SearchStrate
         head = path[: path.index("{")].rstrip("[")
         container: Any = doc
         for token in _tokens(head):
-            container = container[token]
+            container = container[_key(container, token)]
         choice = draw(
             st.sampled_from(sorted(container) if isinstance(container, dict) else range(len(container)))
         )
@@ -369,17 +369,19 @@ def test_out_of_range_field_is_rejected_with_its_path(mutation: str, data: st.Da
     *parents, last = _tokens(path)
     target: Any = doc
     for token in parents:
-        target = target.setdefault(token, {}) if isinstance(target, dict) else target[token]
-    target[last] = data.draw(bad)
+        target = target.setdefault(token, {}) if isinstance(target, dict) else target[_key(target, token)]
+    target[_key(target, last)] = data.draw(bad)
     with pytest.raises(ValidationError) as caught:
         parse_object(doc)
     prefix = f"{describe(doc)}: {path}: "
     assert len(caught.value.errors) == 1 and caught.value.errors[0].startswith(prefix), caught.value.errors
 
 
-def _tokens(path: str) -> list[Any]:
-    """Like path_tokens, but `[x]` is an index when numeric and a map key otherwise (label keys have dots)."""
-    return [
-        (int(key) if key.isdigit() else key) if bracket else name
-        for bracket, key, name in re.findall(r"(\[([^\]]*)\])|([^.\[\]]+)", path)
-    ]
+def _tokens(path: str) -> list[str]:
+    """Path segments; `[x]` keeps x as written (label keys have dots, and may look like numbers)."""
+    return [key if bracket else name for bracket, key, name in re.findall(r"(\[([^\]]*)\])|([^.\[\]]+)", path)]
+
+
+def _key(container: Any, token: str) -> Any:
+    """A list takes `[i]` as an index; a map takes it as a key, even when it looks like a number ("00")."""
+    return int(token) if isinstance(container, list) else token
