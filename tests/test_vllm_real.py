@@ -202,3 +202,81 @@ def test_picker_parsers_read_real_vllm(vllm_pair: VllmPair) -> None:
         assert any(metrics.running > 0 for metrics in parsed)
         assert any(adapter in metrics.running_adapters for metrics in parsed)
         assert parsed[-1].block_size is not None and parsed[-1].num_gpu_blocks is not None
+
+
+def _gateway_manifests(pair: VllmPair) -> str:
+    """The seed LoRA canary's pool and model, with Pods pointing at the two real vLLM servers."""
+    pods = "".join(
+        f"""---
+apiVersion: v1
+kind: Pod
+metadata: {{name: tiny-{i}, namespace: default, labels: {{app: tiny-vllm}}}}
+spec: {{containers: [{{name: vllm, ports: [{{containerPort: {pair.port}}}]}}]}}
+status: {{podIP: {host}, conditions: [{{type: Ready, status: "True"}}]}}
+"""
+        for i, host in enumerate(POD_HOSTS)
+    )
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: inference-gateway, namespace: default}}
+spec:
+  gatewayClassName: inference-gateway
+  listeners: [{{name: llm-gw, protocol: HTTP, port: 8081}}]
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: InferencePool
+metadata:
+  name: tiny-pool
+  namespace: default
+  annotations:
+    inference.networking.x-k8s.io/attach-to: |
+      name: inference-gateway
+      port: 8081
+spec:
+  targetPortNumber: {pair.port}
+  selector: {{app: tiny-vllm}}
+  extensionRef: {{name: inference-gateway-ext-proc}}
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: InferenceModel
+metadata: {{name: lora-canary, namespace: default}}
+spec:
+  modelName: lora-request
+  poolRef: {{name: tiny-pool}}
+  targetModels: [{{name: tweet-summary, weight: 50}}, {{name: sql-lora, weight: 50}}]
+{pods}"""
+
+
+async def test_lora_canary_through_the_gateway(vllm_pair: VllmPair, tmp_path: Any) -> None:
+    import aiohttp
+
+    from hack.local_gateway.run import LocalGateway
+    from tests.e2e_support import gateway_options, send_many
+
+    manifest = tmp_path / "tiny.yaml"
+    manifest.write_text(_gateway_manifests(vllm_pair))
+    body = {
+        "model": "lora-request",
+        "prompt": "Write as if you were a critic: San Francisco",
+        "max_tokens": 4,
+    }
+    async with LocalGateway(gateway_options([manifest])) as gw:
+        results = await send_many(gw, body, 300, concurrency=4)
+        assert results.ok == 300, results.errors[:5]
+        assert set(results.models) == {"tweet-summary", "sql-lora"}
+        assert abs(results.share("tweet-summary") - 0.5) <= 0.1
+        async with aiohttp.ClientSession() as session:
+            async with session.get(gw.picker_metrics_url) as response:
+                metrics = await response.text()
+            async with session.get(gw.admin_url + "/clusters") as response:
+                clusters = await response.text()
+    # Fresh metrics from both real servers, parsed by the picker.
+    assert 'inference_pool_ready_pods{name="tiny-pool"} 2.0' in metrics
+    # The picker read both adapters off each server's /v1/models: each target cluster holds both pods.
+    for adapter in ADAPTER_NAMES:
+        hosts = {
+            line.split("::")[1]
+            for line in clusters.splitlines()
+            if line.startswith(f"inference/default/tiny-pool/{adapter}::") and "::cx_active::" in line
+        }
+        assert hosts == {f"{host}:{vllm_pair.port}" for host in POD_HOSTS}, (adapter, hosts)
