@@ -243,3 +243,20 @@ async def test_load_aware_routing_avoids_a_slow_pod(tmp_path: Path) -> None:
         fallback_share = fallback.servers[slow.name] / 600
         assert picker_share <= 0.25 / 2, (picker_share, dict(with_picker.servers))
         assert picker_share < fallback_share, (picker_share, fallback_share)
+
+
+async def test_a_client_destination_header_cannot_choose_the_pod() -> None:
+    """The client's x-gateway-destination-endpoint is stripped before the picker; the picker's own wins."""
+    async with LocalGateway(gateway_options([LORA_SAMPLE])) as gw, aiohttp.ClientSession() as session:
+        assert gw.fleet is not None
+        target, busy = gw.pods[0], gw.fleet.servers[0]
+        busy.set_overrides(waiting=50, running=200, kv_cache_usage=0.95)  # the picker avoids this pod
+        await asyncio.sleep(0.3)  # a few scrapes
+        headers = {"x-gateway-destination-endpoint": target.address}
+        served: dict[str, int] = {}
+        for _ in range(60):
+            async with session.post(gw.url() + "/v1/completions", json=LORA_BODY, headers=headers) as response:
+                assert response.status == 200
+                name = response.headers["x-sim-server"]
+                served[name] = served.get(name, 0) + 1
+        assert served.get(target.name, 0) == 0, served
