@@ -255,7 +255,9 @@ async def test_a_client_destination_header_cannot_choose_the_pod() -> None:
         headers = {"x-gateway-destination-endpoint": target.address}
         served: dict[str, int] = {}
         for _ in range(60):
-            async with session.post(gw.url() + "/v1/completions", json=LORA_BODY, headers=headers) as response:
+            async with session.post(
+                gw.url() + "/v1/completions", json=LORA_BODY, headers=headers
+            ) as response:
                 assert response.status == 200
                 name = response.headers["x-sim-server"]
                 served[name] = served.get(name, 0) + 1
