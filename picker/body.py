@@ -113,7 +113,9 @@ def rewrite_model(raw: bytes, target: str) -> bytes:
     The caller has parsed `raw` already (so it is a valid JSON object with a string `model`).
     Splicing keeps key order, number formatting and whitespace exactly as the client sent them.
     """
-    span = _top_level_string_span(raw, b"model")
+    span = _sole_model_span(raw)
+    if span is None:
+        span = _top_level_string_span(raw, b"model")
     if span is None:  # cannot happen for a body parse_body accepted; re-serialize as a last resort
         doc = orjson.loads(raw)
         doc["model"] = target
@@ -123,6 +125,23 @@ def rewrite_model(raw: bytes, target: str) -> bytes:
 
 
 _WHITESPACE = b" \t\r\n"
+
+
+def _sole_model_span(raw: bytes) -> tuple[int, int] | None:
+    """Fast path: the value span when `"model"` occurs once and no `\\u` escape could spell another key.
+
+    A `"model"` token cannot lie inside a JSON string (its quotes would be escaped), and without
+    `\\u` escapes the top-level key (known to exist) is spelled literally: the one occurrence is it.
+    """
+    if b"\\u" in raw or raw.count(b'"model"') != 1:
+        return None
+    j = _skip_ws(raw, raw.index(b'"model"') + 7)
+    if j >= len(raw) or raw[j] != ord(":"):
+        return None
+    j = _skip_ws(raw, j + 1)
+    if j >= len(raw) or raw[j] != ord('"'):
+        return None
+    return j, _string_end(raw, j)
 
 
 def _top_level_string_span(raw: bytes, key: bytes) -> tuple[int, int] | None:

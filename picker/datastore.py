@@ -33,9 +33,12 @@ class EndpointState:
     metrics: PodMetrics | None = None
     metrics_at: float | None = None  # monotonic time of the last good /metrics scrape
     in_flight: int = 0
+    # The last scrape could not connect (refused, reset, connect timeout): the pod is treated as if
+    # its metrics were stale until a scrape succeeds again, instead of waiting out the staleness limit.
+    unreachable: bool = False
 
     def frozen(self, now: float) -> Endpoint:
-        age = now - self.metrics_at if self.metrics_at is not None else float("inf")
+        age = float("inf") if self.unreachable or self.metrics_at is None else now - self.metrics_at
         return Endpoint(self.address, self.pod, self.served, self.metrics, age, self.in_flight)
 
 
@@ -159,6 +162,16 @@ class Datastore:
         if state is not None:
             state.metrics = metrics
             state.metrics_at = self.clock()
+            if state.unreachable:
+                state.unreachable = False
+                log.info("endpoint reachable again", endpoint=address)
+
+    def record_unreachable(self, address: str) -> None:
+        """A connection to the endpoint failed: ineligible at once, until `record_metrics` again."""
+        state = self._endpoints.get(address)
+        if state is not None and not state.unreachable:
+            state.unreachable = True
+            log.warning("endpoint unreachable", endpoint=address)
 
     def record_models(self, address: str, served: ServedModels | None) -> None:
         """Store a /v1/models result (None: the read failed; the last good answer is kept)."""

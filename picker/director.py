@@ -102,7 +102,8 @@ class Director:
         self.metrics.decision.observe(time.perf_counter() - started)
         if isinstance(outcome, Rejection):
             raise PickerError(outcome.status, outcome.message)
-        chosen = outcome.endpoints[:MAX_DESTINATIONS]
+        # Distinct addresses: a route retry moves on to the next one, so a repeat would waste it.
+        chosen = tuple(dict.fromkeys(outcome.endpoints))[:MAX_DESTINATIONS]
         if not chosen:
             raise PickerError(503, f"no ready endpoint for model `{target}`")
         log.debug(
@@ -119,8 +120,9 @@ class Director:
         new_body = rewrite_model(raw, target) if target != parsed.model else None
         ctx.endpoint = chosen[0]
         self.datastore.acquire(chosen[0])
-        self.metrics.requests.labels(parsed.model, target).inc()
-        self.metrics.running.labels(parsed.model).inc()
+        series = self.metrics.for_request(parsed.model, target)
+        series.requests.inc()
+        series.running.inc()
         return Routed(chosen, new_body, len(new_body if new_body is not None else raw))
 
     def reject(self, ctx: RequestContext, error: PickerError) -> None:
@@ -138,16 +140,16 @@ class Director:
         if ctx.endpoint is None:
             return
         self.datastore.release(ctx.endpoint)
-        labels = (ctx.model, ctx.target)
-        self.metrics.running.labels(ctx.model).dec()
-        self.metrics.duration.labels(*labels).observe(time.monotonic() - ctx.started)
+        series = self.metrics.for_request(ctx.model, ctx.target)
+        series.running.dec()
+        series.duration.observe(time.monotonic() - ctx.started)
         if status is not None and status >= 400:
-            self.metrics.errors.labels(*labels, ErrorCode.MODEL_SERVER_ERROR.value).inc()
+            self.metrics.errors.labels(ctx.model, ctx.target, ErrorCode.MODEL_SERVER_ERROR.value).inc()
         if usage is not None:
             if usage.prompt_tokens is not None:
-                self.metrics.input_tokens.labels(*labels).observe(usage.prompt_tokens)
+                series.input_tokens.observe(usage.prompt_tokens)
             if usage.completion_tokens is not None:
-                self.metrics.output_tokens.labels(*labels).observe(usage.completion_tokens)
+                series.output_tokens.observe(usage.completion_tokens)
         if broken:
             log.info("stream ended before the response did", request_id=ctx.request_id, endpoint=ctx.endpoint)
 
@@ -208,7 +210,8 @@ class Director:
             serving = [e for e in serving if e.address in subset]
             if not serving:
                 raise PickerError(503, f"no endpoint of the requested subset serves model `{target}`")
-        fresh = [e for e in serving if self.datastore.is_fresh(e)]
+        limit = self.datastore.staleness_s  # inline Datastore.is_fresh: this runs per endpoint per request
+        fresh = [e for e in serving if e.metrics_age_s <= limit]
         if not fresh:
             raise PickerError(503, f"no ready endpoint for model `{target}`: metrics are stale")
         return fresh

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -18,6 +19,17 @@ DURATION_BUCKETS = (
 INPUT_TOKEN_BUCKETS = tuple(float(4**i) for i in range(11))  # 1 .. 1,048,576
 OUTPUT_TOKEN_BUCKETS = tuple(float(2**i) for i in range(14))  # 1 .. 8192
 DECISION_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+@dataclass(frozen=True)
+class RequestMetrics:
+    """The series one routed request touches (children of PickerMetrics' labelled metrics)."""
+
+    requests: Counter
+    running: Gauge
+    duration: Histogram
+    input_tokens: Histogram
+    output_tokens: Histogram
 
 
 class PickerMetrics:
@@ -66,6 +78,21 @@ class PickerMetrics:
             buckets=DECISION_BUCKETS,
             registry=r,
         )
+        self._children: dict[tuple[str, str], RequestMetrics] = {}
+
+    def for_request(self, model: str, target: str) -> RequestMetrics:
+        """The labelled children for one (model, target), cached: `labels()` is slow per request."""
+        key = (model, target)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = RequestMetrics(
+                requests=self.requests.labels(model, target),
+                running=self.running.labels(model),
+                duration=self.duration.labels(model, target),
+                input_tokens=self.input_tokens.labels(model, target),
+                output_tokens=self.output_tokens.labels(model, target),
+            )
+        return children
 
     def watch_pools(self, datastore: Datastore) -> None:
         """Expose the inference_pool_* gauges, computed from `datastore` at scrape time."""

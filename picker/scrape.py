@@ -1,7 +1,8 @@
 """Polls every endpoint's /metrics (every 50 ms) and /v1/models (on first sight, then every second).
 
 One asyncio task per endpoint, all sharing one aiohttp session with short timeouts; tasks start and
-stop as the datastore's endpoints change.
+stop as the datastore's endpoints change. A scrape that cannot connect (refused, reset, connect
+timeout) marks the endpoint unreachable at once; a slow or hanging scrape only ages its metrics.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class ScrapeConfig:
     metrics_interval_s: float = 0.05
     models_interval_s: float = 1.0
     timeout_s: float = 1.0
+    connect_timeout_s: float = 0.25
     metrics_path: str = "/metrics"
     models_path: str = "/v1/models"
     scheme: str = "http"
@@ -52,7 +54,9 @@ class Scraper:
         """Follow the datastore until cancelled."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
+                timeout=aiohttp.ClientTimeout(
+                    total=self.config.timeout_s, sock_connect=self.config.connect_timeout_s
+                ),
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=30),
             )
         version = -1
@@ -93,40 +97,60 @@ class Scraper:
             started = time.monotonic()
             want_models = started >= next_models
             if want_models:
-                metrics, served = await asyncio.gather(
+                fetched, served = await asyncio.gather(
                     self._fetch_metrics(base + cfg.metrics_path), self._fetch_models(base + cfg.models_path)
                 )
                 self.datastore.record_models(address, served)
                 next_models = started + cfg.models_interval_s
             else:
-                metrics = await self._fetch_metrics(base + cfg.metrics_path)
-            if metrics is not None:
-                self.datastore.record_metrics(address, metrics)
+                fetched = await self._fetch_metrics(base + cfg.metrics_path)
+            if isinstance(fetched, PodMetrics):
+                self.datastore.record_metrics(address, fetched)
                 if failures:
                     log.info("scrape recovered", endpoint=address, after_failures=failures)
                 failures = 0
             else:
+                if fetched is UNREACHABLE:
+                    self.datastore.record_unreachable(address)
                 failures += 1
                 if failures in (1, 40) or failures % 1000 == 0:
-                    log.warning("scrape failed", endpoint=address, failures=failures)
-            # Back off a failing endpoint up to 1 s so a dead pod costs little; staleness marks it out.
+                    log.warning(
+                        "scrape failed",
+                        endpoint=address,
+                        failures=failures,
+                        unreachable=fetched is UNREACHABLE,
+                    )
+            # Back off a failing endpoint up to 1 s so a dead pod costs little.
             interval = cfg.metrics_interval_s if not failures else min(1.0, cfg.metrics_interval_s * failures)
             await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
 
-    async def _fetch_text(self, url: str) -> bytes | None:
+    async def _fetch_text(self, url: str) -> bytes | _Unreachable | None:
+        """The body of a 200 answer; UNREACHABLE if no connection could be used; None otherwise."""
+        # One immediate retry: a kept-alive connection the server just closed fails without
+        # meaning the pod is gone, and a fresh connection tells the two apart.
+        outcome = await self._fetch_once(url)
+        if outcome is UNREACHABLE:
+            outcome = await self._fetch_once(url)
+        return outcome
+
+    async def _fetch_once(self, url: str) -> bytes | _Unreachable | None:
         assert self._session is not None
         try:
             async with self._session.get(url) as response:
                 if response.status != 200:
                     return None
                 return await response.read()
+        except aiohttp.SocketTimeoutError:
+            return None  # connected, but the answer is slow: staleness decides
+        except aiohttp.ClientConnectionError:
+            return UNREACHABLE  # refused, reset, connect timeout, dropped mid-answer
         except (aiohttp.ClientError, TimeoutError, OSError):
             return None
 
-    async def _fetch_metrics(self, url: str) -> PodMetrics | None:
+    async def _fetch_metrics(self, url: str) -> PodMetrics | _Unreachable | None:
         body = await self._fetch_text(url)
-        if body is None:
-            return None
+        if not isinstance(body, bytes):
+            return body
         try:
             return parse_metrics(body.decode("utf-8", "replace"), self.config.metric_names)
         except Exception:
@@ -135,10 +159,20 @@ class Scraper:
 
     async def _fetch_models(self, url: str) -> ServedModels | None:
         body = await self._fetch_text(url)
-        if body is None:
+        if not isinstance(body, bytes):
             return None
         try:
             return parse_models(body)
         except Exception:
             log.warning("unparseable /v1/models", url=url, exc_info=True)
             return None
+
+
+class _Unreachable:
+    """Marker: the scrape could not connect or the connection broke."""
+
+    def __repr__(self) -> str:
+        return "UNREACHABLE"
+
+
+UNREACHABLE = _Unreachable()

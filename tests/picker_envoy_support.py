@@ -239,6 +239,16 @@ def write_envoy_config(
             "name": "picker",
             "type": "STATIC",
             "connect_timeout": "1s",
+            # As compiled: gRPC health ("" service) against the ext_proc port itself.
+            "health_checks": [
+                {
+                    "timeout": "1s",
+                    "interval": "1s",
+                    "unhealthy_threshold": 3,
+                    "healthy_threshold": 1,
+                    "grpc_health_check": {},
+                }
+            ],
             "typed_extension_protocol_options": {
                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                     "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",

@@ -99,6 +99,13 @@ def test_rewrite_handles_escapes_and_duplicates() -> None:
     assert out.startswith(b'{"a": "q\\"uote\\\\", "model": "first", "model": "new\\"one"')
 
 
+def test_rewrite_finds_an_escaped_top_level_key_not_a_nested_literal_one() -> None:
+    body = b'{"extra": {"model": "alias"}, "mod\\u0065l": "alias"}'
+    assert parse_body(body).model == "alias"
+    out = orjson.loads(rewrite_model(body, "base"))
+    assert out == {"extra": {"model": "alias"}, "model": "base"}
+
+
 def test_rewrite_model_with_slash_and_unicode() -> None:
     body = '{"model":"m","prompt":"héllo"}'.encode()
     out = rewrite_model(body, "org/модель")
@@ -123,6 +130,7 @@ def test_rewrite_model_with_slash_and_unicode() -> None:
 )
 def test_rewrite_property(other: dict[str, object], model: str, target: str) -> None:
     doc = {**other, "model": model}
-    raw = json.dumps(doc, ensure_ascii=False).encode()
-    out = orjson.loads(rewrite_model(raw, target))
-    assert out == {**doc, "model": target}
+    for ascii_only in (False, True):  # True: \\u escapes everywhere (the general path)
+        raw = json.dumps(doc, ensure_ascii=ascii_only).encode()
+        out = orjson.loads(rewrite_model(raw, target))
+        assert out == {**doc, "model": target}

@@ -98,6 +98,7 @@ class Rig:
     servers: dict[str, FakeModelServer]
     picker: PickerServer
     session: aiohttp.ClientSession
+    admin_port: int
 
     async def post(
         self,
@@ -188,7 +189,7 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
             await _wait_for(hosts_loaded, "Envoy got EDS from the picker", timeout=30)
         except TimeoutError:
             raise AssertionError((tmp / "envoy.log").read_text()[-3000:]) from None
-        yield Rig(f"http://127.0.0.1:{listener_port}", servers, picker, session)
+        yield Rig(f"http://127.0.0.1:{listener_port}", servers, picker, session, admin_port)
     finally:
         await session.close()
         if envoy is not None:
@@ -329,11 +330,12 @@ async def test_load_steers_away_from_busy_pod(rig: Rig) -> None:
 
 
 async def test_health_ready_and_metrics(rig: Rig) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{rig.picker.health_port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "liveness", "readiness", "envoy.service.ext_proc.v3.ExternalProcessor"):
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+    for port in (rig.picker.health_port, rig.picker.grpc_port):  # Envoy checks the ext_proc port
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "liveness", "readiness", "envoy.service.ext_proc.v3.ExternalProcessor"):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING, (port, service)
     async with rig.session.get(f"http://127.0.0.1:{rig.picker.metrics_port}/metrics") as response:
         text = await response.text()
     assert (
@@ -346,3 +348,15 @@ async def test_health_ready_and_metrics(rig: Rig) -> None:
     assert 'inference_pool_ready_pods{name="pool"} 3.0' in text
     assert "inference_model_output_tokens_bucket" in text
     assert 'inference_model_running_requests{model_name="lora-request"} 0.0' in text
+
+
+async def test_envoy_health_check_of_the_picker_passes(rig: Rig) -> None:
+    """Envoy's gRPC health check (service "") against the ext_proc port marks the picker healthy."""
+    host = f"picker::127.0.0.1:{rig.picker.grpc_port}::health_flags::"
+
+    async def healthy() -> bool:
+        async with rig.session.get(f"http://127.0.0.1:{rig.admin_port}/clusters") as response:
+            text = await response.text()
+        return any(line == host + "healthy" for line in text.splitlines())
+
+    await _wait_for(healthy, "the picker's gRPC health check passes in Envoy", timeout=10)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -29,11 +31,13 @@ class RequestAttributes:
     route_metadata: Mapping[str, Any] | None = None  # our namespace's fields on the route
 
 
+@functools.lru_cache(maxsize=4096)
 def metadata_from_text(text: str, namespace: str = METADATA_NAMESPACE) -> Mapping[str, Any] | None:
     """Fields of `namespace` from an envoy.config.core.v3.Metadata in text format (as ext_proc sends it).
 
     Returns None when the text does not parse or has no such namespace: a bad attribute must not
-    fail the request, the picker falls back to what it can infer.
+    fail the request, the picker falls back to what it can infer. Cached (read-only result): every
+    request on a route or cluster carries the same text, and text-format parsing is slow in Python.
     """
     metadata = base_pb2.Metadata()
     try:
@@ -42,7 +46,7 @@ def metadata_from_text(text: str, namespace: str = METADATA_NAMESPACE) -> Mappin
         return None
     if namespace not in metadata.filter_metadata:
         return None
-    return json_format.MessageToDict(metadata.filter_metadata[namespace])
+    return MappingProxyType(json_format.MessageToDict(metadata.filter_metadata[namespace]))
 
 
 def _value_as_text(value: struct_pb2.Value) -> str:

@@ -31,17 +31,22 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     def __init__(self, director: Director) -> None:
         self.director = director
 
-    async def Process(
+    async def Process(  # type: ignore[override]  # read/write style: no async-generator layers
         self,
         request_iterator: AsyncIterator[ep.ProcessingRequest],
         context: grpc.aio.ServicerContext[ep.ProcessingRequest, ep.ProcessingResponse],
-    ) -> AsyncIterator[ep.ProcessingResponse]:
+    ) -> None:
+        # context.read()/write() instead of iterating and yielding: each message then skips two
+        # async-generator hops in grpc.aio, a measurable share of the per-request cost.
         stream = _Stream(self.director)
         try:
-            async for request in request_iterator:
+            while True:
+                request = await context.read()
+                if not isinstance(request, ep.ProcessingRequest):
+                    break  # grpc.aio.EOF: Envoy closed its side
                 response = stream.handle(request)
                 if response is not None:
-                    yield response
+                    await context.write(response)
         except Exception:
             log.exception("ext_proc stream failed", request_id=stream.ctx.request_id if stream.ctx else "")
         finally:
