@@ -15,11 +15,19 @@ import structlog
 
 from api.model import InferenceModel, InferencePool
 from api.sources.store import Snapshot
-from picker.scheduling.types import Endpoint, PodMetrics, ServedModels
+from picker.scheduling.types import Endpoint, EndpointSnapshot, PodMetrics, ServedModels
 
 log = structlog.get_logger(__name__)
 
 METRICS_STALENESS_SECONDS = 2.0
+# A pool's EndpointSnapshot is reused across decisions (the scheduler memoises what it derives from
+# it) until pods, served models or metrics change. Pools this small are rebuilt on every change;
+# larger ones at most every SNAPSHOT_REFRESH_SECONDS while only metrics change (scrapes of 1,000 pods
+# every 50 ms would otherwise rebuild it per request). Never older than SNAPSHOT_MAX_AGE_SECONDS, so
+# metric ages (staleness) stay current.
+SNAPSHOT_EXACT_MAX_ENDPOINTS = 64
+SNAPSHOT_REFRESH_SECONDS = 0.05
+SNAPSHOT_MAX_AGE_SECONDS = 0.05
 
 
 @dataclass
@@ -81,6 +89,11 @@ class Datastore:
         self._pools: dict[str, PoolView] = {}
         self._endpoints: dict[str, EndpointState] = {}
         self._change = _ChangeSignal()
+        # Live requests in flight by address, only non-zero entries (shared by every snapshot).
+        self._in_flight: dict[str, int] = {}
+        self._state_serial = 0  # grows on every endpoint state change (metrics included)
+        # pool key -> (snapshot, built at, change version, state serial)
+        self._snapshots: dict[str, tuple[EndpointSnapshot, float, int, int]] = {}
 
     # --- discovery --------------------------------------------------------------------------
 
@@ -103,6 +116,7 @@ class Datastore:
             state = self._endpoints[address]
             if wanted.get(address) != state.pod:
                 del self._endpoints[address]  # gone, or the IP now belongs to another pod: start afresh
+                self._in_flight.pop(address, None)
                 changed = True
         for address, pod_key in wanted.items():
             if address not in self._endpoints:
@@ -110,6 +124,7 @@ class Datastore:
                 changed = True
         self._pools = pools
         self.synced = True
+        self._state_serial += 1
         if changed:
             log.info("endpoints synced", pools=sorted(pools), endpoints=len(self._endpoints))
             self._bump()
@@ -148,6 +163,31 @@ class Datastore:
         now = self.clock()
         return [state.frozen(now) for state in self.endpoint_states_for(pool_key)]
 
+    def snapshot_for(self, pool_key: str) -> EndpointSnapshot:
+        """The pool's endpoints for scheduling, reused while nothing changed, with live in-flight counts."""
+        now = self.clock()
+        cached = self._snapshots.get(pool_key)
+        if cached is not None:
+            snapshot, built_at, version, serial = cached
+            elapsed = now - built_at
+            if (
+                version == self._change.version
+                and elapsed < SNAPSHOT_MAX_AGE_SECONDS
+                and (
+                    serial == self._state_serial
+                    or (len(snapshot) > SNAPSHOT_EXACT_MAX_ENDPOINTS and elapsed < SNAPSHOT_REFRESH_SECONDS)
+                )
+            ):
+                return snapshot
+        states = self.endpoint_states_for(pool_key)
+        snapshot = EndpointSnapshot([state.frozen(now) for state in states], self._in_flight)
+        self._snapshots[pool_key] = (snapshot, now, self._change.version, self._state_serial)
+        return snapshot
+
+    def in_flight_counts(self) -> Mapping[str, int]:
+        """Live requests in flight per address (only endpoints with some); do not mutate."""
+        return self._in_flight
+
     def is_fresh(self, endpoint: Endpoint) -> bool:
         return endpoint.metrics_age_s <= self.staleness_s
 
@@ -162,6 +202,7 @@ class Datastore:
         if state is not None:
             state.metrics = metrics
             state.metrics_at = self.clock()
+            self._state_serial += 1
             if state.unreachable:
                 state.unreachable = False
                 log.info("endpoint reachable again", endpoint=address)
@@ -171,6 +212,7 @@ class Datastore:
         state = self._endpoints.get(address)
         if state is not None and not state.unreachable:
             state.unreachable = True
+            self._state_serial += 1
             log.warning("endpoint unreachable", endpoint=address)
 
     def record_models(self, address: str, served: ServedModels | None) -> None:
@@ -179,6 +221,7 @@ class Datastore:
         if state is None:
             return
         first = not state.models_attempted
+        self._state_serial += 1
         state.models_attempted = True
         if served is not None and served != state.served:
             state.served = served
@@ -190,11 +233,16 @@ class Datastore:
         state = self._endpoints.get(address)
         if state is not None:
             state.in_flight += 1
+            self._in_flight[address] = state.in_flight
 
     def release(self, address: str) -> None:
         state = self._endpoints.get(address)
         if state is not None and state.in_flight > 0:
             state.in_flight -= 1
+            if state.in_flight:
+                self._in_flight[address] = state.in_flight
+            else:
+                self._in_flight.pop(address, None)
 
     def _bump(self) -> None:
         old = self._change

@@ -20,7 +20,7 @@ from picker.extproc.usage import Usage
 from picker.metrics import PickerMetrics
 from picker.scheduling import admission
 from picker.scheduling.admission import DEFAULT_ADMISSION, AdmissionConfig
-from picker.scheduling.types import Decision, Endpoint, InferenceRequest, Rejection
+from picker.scheduling.types import Decision, Endpoint, EndpointSnapshot, InferenceRequest, Rejection
 
 log = structlog.get_logger(__name__)
 
@@ -196,8 +196,23 @@ class Director:
         names = [t.name for t in targets]
         return self.rng.choices(names, weights=[t.weight or 0 for t in targets])[0]
 
-    def _candidates(self, view: PoolView, target: str, subset: frozenset[str] | None) -> list[Endpoint]:
-        endpoints = self.datastore.endpoints_for(view.pool.key)
+    def _candidates(self, view: PoolView, target: str, subset: frozenset[str] | None) -> Sequence[Endpoint]:
+        """The pool's endpoints that may take the request, memoised on the pool's reused snapshot.
+
+        The same EndpointSnapshot object for the same (snapshot, target, subset) lets the scheduler
+        reuse what it derived from it; in-flight counts stay live through the snapshot's mapping.
+        """
+        snapshot = self.datastore.snapshot_for(view.pool.key)
+        key = ("director-candidates", target, subset, self.datastore.staleness_s)
+        found: EndpointSnapshot | None = snapshot.memo.get(key)
+        if found is None:
+            # Errors are not memoised: each raise needs its own exception, and they are the rare path.
+            found = snapshot.memo[key] = snapshot.derive(self._select(snapshot, view, target, subset))
+        return found
+
+    def _select(
+        self, endpoints: Sequence[Endpoint], view: PoolView, target: str, subset: frozenset[str] | None
+    ) -> list[Endpoint]:
         if not endpoints:
             raise PickerError(503, f"inference pool {view.pool.key} has no ready endpoint")
         serving = [e for e in endpoints if e.served is not None and e.served.serves(target)]

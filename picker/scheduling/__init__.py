@@ -5,11 +5,13 @@ from picker.scheduling.config import DEFAULT_CONFIG, SchedulerConfig, load_confi
 from picker.scheduling.framework import CycleState, Filter, Picker, Scheduler, Scorer, WeightedScorer
 from picker.scheduling.params import ConfigError
 from picker.scheduling.prefix_index import PrefixIndex, prompt_hashes
+from picker.scheduling.types import EndpointSnapshot
 
 __all__ = [
     "DEFAULT_CONFIG",
     "ConfigError",
     "CycleState",
+    "EndpointSnapshot",
     "Filter",
     "Picker",
     "PrefixIndex",

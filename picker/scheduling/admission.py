@@ -14,7 +14,7 @@ from typing import Any
 
 from api.model import Criticality
 from picker.scheduling.params import ConfigError, Params
-from picker.scheduling.types import Endpoint, InferenceRequest, Rejection
+from picker.scheduling.types import Endpoint, EndpointSnapshot, InferenceRequest, Rejection
 
 SATURATED = 1.0
 
@@ -45,20 +45,33 @@ class AdmissionConfig:
 DEFAULT_ADMISSION = AdmissionConfig()
 
 
-def endpoint_saturation(endpoint: Endpoint, config: AdmissionConfig = DEFAULT_ADMISSION) -> float:
-    """One endpoint's load relative to its thresholds (1.0 = full); stale or unknown counts 1.0."""
+def endpoint_saturation(
+    endpoint: Endpoint, config: AdmissionConfig = DEFAULT_ADMISSION, in_flight: int | None = None
+) -> float:
+    """One endpoint's load relative to its thresholds (1.0 = full); stale or unknown counts 1.0.
+    `in_flight` overrides `endpoint.in_flight` (live counts of an EndpointSnapshot)."""
     metrics = endpoint.metrics
     if metrics is None or endpoint.metrics_age_s > config.staleness_s:
         return 1.0
-    waiting = metrics.waiting + (endpoint.in_flight if config.count_in_flight else 0)
+    if not config.count_in_flight:
+        in_flight = 0
+    elif in_flight is None:
+        in_flight = endpoint.in_flight
+    waiting = metrics.waiting + in_flight
     return max(waiting / config.queue_threshold, metrics.kv_cache_usage / config.kv_threshold)
 
 
 def pool_saturation(endpoints: Sequence[Endpoint], config: AdmissionConfig = DEFAULT_ADMISSION) -> float:
-    """Mean endpoint saturation; 1.0 when there is no endpoint."""
+    """Mean endpoint saturation; 1.0 when there is no endpoint. An EndpointSnapshot's live
+    in-flight counts are used instead of `Endpoint.in_flight`."""
     if not endpoints:
         return 1.0
-    return sum(endpoint_saturation(e, config) for e in endpoints) / len(endpoints)
+    if isinstance(endpoints, EndpointSnapshot) and endpoints.in_flight is not None:
+        live = endpoints.in_flight
+        total = sum(endpoint_saturation(e, config, live.get(e.address, 0)) for e in endpoints)
+    else:
+        total = sum(endpoint_saturation(e, config) for e in endpoints)
+    return total / len(endpoints)
 
 
 def sheddable(criticality: Criticality, config: AdmissionConfig = DEFAULT_ADMISSION) -> bool:

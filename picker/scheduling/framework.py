@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import add, mul
 from typing import TYPE_CHECKING, Any, Protocol
 
-from picker.scheduling.types import Decision, Endpoint, InferenceRequest, Rejection
+import numpy as np
+
+from picker.scheduling.columns import FloatArray
+from picker.scheduling.types import Decision, Endpoint, EndpointSnapshot, InferenceRequest, Rejection
 
 if TYPE_CHECKING:
     from picker.scheduling.prefix_index import PrefixIndex
 
-# Scores for the candidates, in candidate order, each in [0, 1]. A bare float means "this score for
-# every candidate": it cannot change the ranking, so the scheduler skips the per-endpoint work.
-# A dict is sparse: candidate index -> score, every other candidate scores 0.
-Scores = Sequence[float] | float | dict[int, float]
+# Scores for the candidates, in candidate order, each in [0, 1]: a sequence or a float64 array. A
+# bare float means "this score for every candidate": it cannot change the ranking, so the scheduler
+# skips the per-endpoint work. A dict is sparse: candidate index -> score, every other scores 0.
+Scores = Sequence[float] | FloatArray | float | dict[int, float]
 
 
 @dataclass
@@ -32,10 +33,12 @@ class CycleState:
     request: InferenceRequest
     now: float  # injected clock, seconds
     rng: random.Random
-    data: dict[str, Any] = field(default_factory=dict)  # plugin scratch, e.g. the prompt's block hashes
+    data: dict[Any, Any] = field(default_factory=dict)  # plugin scratch, e.g. the prompt's block hashes
     # Scratch that lives as long as the endpoint snapshot (the same `endpoints` object): plugins may
     # keep per-snapshot columns here, keyed by something that includes id(candidates).
     memo: dict[Any, Any] = field(default_factory=dict)
+    # Live in-flight counts by address (from an EndpointSnapshot); None: read Endpoint.in_flight.
+    in_flight: Mapping[str, int] | None = None
 
 
 def is_bounded(plugin: object) -> bool:
@@ -62,10 +65,11 @@ class Scorer(Protocol):
 
 
 class Picker(Protocol):
-    """Chooses candidates by total score: indexes into `candidates`, best first, distinct."""
+    """Chooses candidates by total score: indexes into `candidates`, best first, distinct.
+    `totals` is a float64 array from the Scheduler (a plain sequence works too)."""
 
     def pick(
-        self, cycle: CycleState, candidates: Sequence[Endpoint], totals: Sequence[float]
+        self, cycle: CycleState, candidates: Sequence[Endpoint], totals: Sequence[float] | FloatArray
     ) -> list[int]: ...
 
 
@@ -101,6 +105,7 @@ class Scheduler:
         # The last snapshot seen and what was derived from it; a new `endpoints` object resets both.
         self._snapshot: Sequence[Endpoint] | None = None
         self._memo: dict[Any, Any] = {}
+        self._token = object()  # this scheduler's key in an EndpointSnapshot's memo
         self.picker = picker
         self.rng = rng if rng is not None else random.Random()
         self.clock = clock
@@ -108,29 +113,43 @@ class Scheduler:
         self.prefix_index = prefix_index
 
     def schedule(self, request: InferenceRequest, endpoints: Sequence[Endpoint]) -> Decision | Rejection:
-        """One scheduling cycle for `request` over the snapshot `endpoints`."""
-        # Memoise per snapshot only for tuples: a list could be mutated in place between calls.
-        if endpoints is not self._snapshot or not isinstance(endpoints, tuple):
-            self._snapshot = endpoints
-            self._memo = {}
-        cycle = CycleState(request=request, now=self.clock(), rng=self.rng, memo=self._memo)
+        """One scheduling cycle for `request` over the snapshot `endpoints`.
+
+        Pass an `EndpointSnapshot` reused across decisions (with live in-flight counts): what is
+        derived from its metrics is then computed once, not per request.
+        """
+        in_flight: Mapping[str, int] | None = None
+        if isinstance(endpoints, EndpointSnapshot):
+            in_flight = endpoints.in_flight
+            # Keyed by this scheduler's token (kept alive by the entry): another scheduler, with
+            # other plugins, sharing the snapshot must not see these results.
+            memo = endpoints.memo.get(self._token)
+            if memo is None:
+                memo = endpoints.memo[self._token] = {}
+        else:
+            # Memoise per snapshot only for tuples: a list could be mutated in place between calls.
+            if endpoints is not self._snapshot or not isinstance(endpoints, tuple):
+                self._snapshot = endpoints
+                self._memo = {}
+            memo = self._memo
+        cycle = CycleState(request=request, now=self.clock(), rng=self.rng, memo=memo, in_flight=in_flight)
         key = ("filters", request.target_model, request.subset_hint)
-        filtered = self._memo.get(key)
+        filtered = memo.get(key)
         if filtered is None:
-            filtered = self._memo[key] = self._filter(cycle, endpoints, self.filters[: self._cached_filters])
+            filtered = memo[key] = self._filter(cycle, endpoints, self.filters[: self._cached_filters])
         if isinstance(filtered, Rejection):
             return filtered
         candidates = self._filter(cycle, filtered, self.filters[self._cached_filters :])
         if isinstance(candidates, Rejection):
             return candidates
         totals, offset = self._totals(cycle, candidates)
-        chosen = self.picker.pick(
-            cycle, candidates, totals if totals is not None else [0.0] * len(candidates)
-        )
+        if totals is None:
+            totals = np.zeros(len(candidates))
+        chosen = self.picker.pick(cycle, candidates, totals)
         if not chosen:
             return Rejection(503, "no_ready_endpoint", f"no endpoint available for model {request.model!r}")
         picked = tuple(candidates[i].address for i in chosen)
-        scores = {candidates[i].address: (totals[i] if totals is not None else 0.0) + offset for i in chosen}
+        scores = {candidates[i].address: float(totals[i]) + offset for i in chosen}
         hashes: tuple[int, ...] = cycle.data.get(PROMPT_HASHES_KEY, ())
         return Decision(endpoints=picked, scores=scores, prefix_hashes=hashes)
 
@@ -148,27 +167,29 @@ class Scheduler:
             candidates = kept
         return candidates
 
-    def _totals(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> tuple[list[float] | None, float]:
+    def _totals(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> tuple[FloatArray | None, float]:
         """Weighted sum of per-candidate scores, plus the constant part from uniform scores."""
         key = ("static-totals", id(candidates), cycle.request.target_model)
-        cached = self._memo.get(key)
+        cached = cycle.memo.get(key)
         if cached is None or cached[0] is not candidates:
             static, offset = self._sum(cycle, candidates, self._static, None, 0.0)
+            if static is not None:
+                static.flags.writeable = False  # shared by every later cycle: never updated in place
             # Keep `candidates` alive with the entry so its id cannot be reused by another list.
-            cached = self._memo[key] = (candidates, static, offset)
+            cached = cycle.memo[key] = (candidates, static, offset)
         _, static, offset = cached
-        return self._sum(
-            cycle, candidates, self._dynamic, list(static) if static is not None else None, offset
-        )
+        return self._sum(cycle, candidates, self._dynamic, static, offset)
 
     @staticmethod
     def _sum(
         cycle: CycleState,
         candidates: Sequence[Endpoint],
         scorers: Sequence[WeightedScorer],
-        totals: list[float] | None,
+        totals: FloatArray | None,
         offset: float,
-    ) -> tuple[list[float] | None, float]:
+    ) -> tuple[FloatArray | None, float]:
+        """Adds each scorer's weighted scores; never modifies the `totals` passed in (a new array)."""
+        owned = False  # whether `totals` is this call's own array, safe to update in place
         for weighted in scorers:
             scores = weighted.scorer.score(cycle, candidates)
             weight = weighted.weight
@@ -177,25 +198,35 @@ class Scheduler:
                 continue
             bounded = is_bounded(weighted.scorer)
             if isinstance(scores, dict):
+                if not scores:
+                    continue
                 if totals is None:
-                    totals = [0.0] * len(candidates)
-                for index, score in scores.items():
-                    totals[index] += weight * (score if bounded else min(1.0, max(0.0, score)))
+                    totals = np.zeros(len(candidates))
+                elif not owned:
+                    totals = totals.copy()
+                owned = True
+                index = np.fromiter(scores.keys(), dtype=np.intp, count=len(scores))
+                values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
+                if not bounded:
+                    values = np.clip(values, 0.0, 1.0)
+                totals[index] += values * weight  # keys are distinct: no lost updates
                 continue
-            if len(scores) != len(candidates):
+            column = np.asarray(scores, dtype=np.float64)
+            if column.shape != (len(candidates),):
                 raise ValueError(
                     f"scorer {weighted.name or type(weighted.scorer).__name__} returned "
-                    f"{len(scores)} scores for {len(candidates)} candidates"
+                    f"{len(column)} scores for {len(candidates)} candidates"
                 )
-            # Clamp only when needed: min/max run at C speed, a per-element clamp would not.
-            if not bounded and scores and (min(scores) < 0.0 or max(scores) > 1.0):
-                scores = [min(1.0, max(0.0, s)) for s in scores]
+            if not bounded and column.size and (column.min() < 0.0 or column.max() > 1.0):
+                column = np.clip(column, 0.0, 1.0)
+            weighted_column = column if weight == 1.0 else column * weight
             if totals is None:
-                totals = list(map(mul, scores, repeat(weight))) if weight != 1.0 else list(scores)
-            elif weight == 1.0:
-                totals = list(map(add, totals, scores))
+                totals = weighted_column.copy() if weighted_column is column else weighted_column
+            elif owned:
+                totals += weighted_column
             else:
-                totals = list(map(add, totals, map(mul, scores, repeat(weight))))
+                totals = totals + weighted_column
+            owned = True
         return totals, offset
 
     def record(self, decision: Decision) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from api.model import Criticality
 
@@ -42,6 +44,36 @@ class Endpoint:
     metrics: PodMetrics | None = None  # None: never scraped
     metrics_age_s: float = float("inf")
     in_flight: int = 0  # requests this picker replica sent and has not seen finish
+
+
+class EndpointSnapshot(tuple[Endpoint, ...]):
+    """Endpoints frozen at one moment, plus this replica's LIVE in-flight counts ("ip:port" -> count).
+
+    Reuse one snapshot across decisions while pods and metrics are unchanged: what the scheduler
+    derives from it is kept in `memo` and lives as long as the snapshot. When `in_flight` is set it
+    is authoritative (a missing address counts 0) and `Endpoint.in_flight` is ignored, so requests
+    starting and ending between decisions do not force a new snapshot.
+    """
+
+    in_flight: Mapping[str, int] | None
+    memo: dict[Any, Any]
+
+    def __new__(
+        cls, endpoints: Iterable[Endpoint] = (), in_flight: Mapping[str, int] | None = None
+    ) -> EndpointSnapshot:
+        snapshot = super().__new__(cls, endpoints)
+        snapshot.in_flight = in_flight
+        snapshot.memo = {}
+        return snapshot
+
+    def derive(self, endpoints: Iterable[Endpoint]) -> EndpointSnapshot:
+        """A sub-snapshot (e.g. the endpoints serving one model) sharing the live in-flight counts."""
+        return EndpointSnapshot(endpoints, self.in_flight)
+
+    def in_flight_of(self, endpoint: Endpoint) -> int:
+        if self.in_flight is None:
+            return endpoint.in_flight
+        return self.in_flight.get(endpoint.address, 0)
 
 
 @dataclass(frozen=True)

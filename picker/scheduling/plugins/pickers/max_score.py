@@ -5,11 +5,11 @@ Parameters: `maxNumOfEndpoints` (default 3: the primary and up to 2 fallbacks, a
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
-from itertools import compress, repeat
-from operator import ge
 
+import numpy as np
+
+from picker.scheduling.columns import FloatArray
 from picker.scheduling.framework import CycleState
 from picker.scheduling.params import Params
 from picker.scheduling.types import Endpoint
@@ -24,19 +24,25 @@ class MaxScorePicker:
     def __init__(self, max_endpoints: int = DEFAULT_MAX_ENDPOINTS) -> None:
         self.max_endpoints = max(1, max_endpoints)
 
-    def pick(self, cycle: CycleState, candidates: Sequence[Endpoint], totals: Sequence[float]) -> list[int]:
-        count = min(self.max_endpoints, len(totals))
+    def pick(
+        self, cycle: CycleState, candidates: Sequence[Endpoint], totals: Sequence[float] | FloatArray
+    ) -> list[int]:
+        scores = np.asarray(totals, dtype=np.float64)
+        size = len(scores)
+        count = min(self.max_endpoints, size)
         if count == 0:
             return []
-        # The count-th best total is the cut: all above it are in, the rest come from ties at the cut.
-        cut = heapq.nlargest(count, totals)[-1]
-        contenders = list(compress(range(len(totals)), map(ge, totals, repeat(cut))))
-        above = [i for i in contenders if totals[i] > cut]
-        at_cut = [i for i in contenders if totals[i] == cut] if above else contenders
+        # The count-th best total is the cut (a partial sort finds it in one pass): all above it are
+        # in, the rest come from the ties at the cut.
+        cut = np.partition(scores, size - count)[size - count] if size > count else scores.min()
+        contenders = np.flatnonzero(scores >= cut)
+        best = scores[contenders]
+        above: list[int] = contenders[best > cut].tolist()
+        at_cut: list[int] = contenders[best == cut].tolist()
         if len(above) > 1:
             # Shuffle, then a stable sort by score: equal scores end up in random order.
             cycle.rng.shuffle(above)
-            above.sort(key=totals.__getitem__, reverse=True)
+            above.sort(key=scores.item, reverse=True)
         return above + cycle.rng.sample(at_cut, count - len(above))
 
 

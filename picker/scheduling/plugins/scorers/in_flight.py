@@ -10,11 +10,11 @@ Parameters: none.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import add
 
+from picker.scheduling.columns import snapshot_column, with_in_flight
 from picker.scheduling.framework import CycleState, Scores
 from picker.scheduling.params import Params
-from picker.scheduling.plugins.scorers.queue import in_flight_column, min_max_scores, snapshot_column
+from picker.scheduling.plugins.scorers.queue import min_max_scores
 from picker.scheduling.types import Endpoint
 
 TYPE = "in-flight-load-scorer"
@@ -26,8 +26,7 @@ class InFlightLoadScorer:
 
     def score(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Scores:
         loads = snapshot_column(cycle, candidates, "load", _load)
-        in_flight = in_flight_column(cycle, candidates)
-        return min_max_scores(list(map(add, loads, in_flight)) if any(in_flight) else loads)
+        return min_max_scores(with_in_flight(cycle, candidates, loads))
 
 
 def _load(endpoint: Endpoint) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from picker.scheduling.columns import positions
 from picker.scheduling.framework import PROMPT_HASHES_KEY, CycleState, Scores
 from picker.scheduling.params import Params
 from picker.scheduling.prefix_index import (
@@ -55,19 +56,9 @@ class PrefixCacheScorer:
         if not matched:
             return 0.0
         total = float(len(hashes))
-        positions = _positions(cycle, candidates)
+        index = positions(cycle, candidates)
         # Sparse: only endpoints holding a prefix get a score; the rest are 0 without a per-endpoint pass.
-        return {positions[a]: depth / total for a, depth in matched.items() if a in positions}
-
-
-def _positions(cycle: CycleState, candidates: Sequence[Endpoint]) -> dict[str, int]:
-    """address -> index in candidates, memoised for the snapshot."""
-    key = ("positions", id(candidates))
-    cached = cycle.memo.get(key)
-    if cached is None or cached[0] is not candidates:
-        cached = cycle.memo[key] = (candidates, {e.address: i for i, e in enumerate(candidates)})
-    positions: dict[str, int] = cached[1]
-    return positions
+        return {index[a]: depth / total for a, depth in matched.items() if a in index}
 
 
 def from_parameters(params: Params) -> PrefixCacheScorer:

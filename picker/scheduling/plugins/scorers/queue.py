@@ -9,10 +9,11 @@ Parameters: `countInFlight` (default true): add the in-flight requests to the qu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from itertools import repeat
-from operator import add, attrgetter, mul, sub
+from collections.abc import Sequence
 
+import numpy as np
+
+from picker.scheduling.columns import FloatArray, snapshot_column, with_in_flight
 from picker.scheduling.framework import CycleState, Scores
 from picker.scheduling.params import Params
 from picker.scheduling.types import Endpoint
@@ -20,17 +21,18 @@ from picker.scheduling.types import Endpoint
 TYPE = "queue-scorer"
 
 
-def min_max_scores(values: Sequence[float]) -> Scores:
+def min_max_scores(values: Sequence[float] | FloatArray) -> Scores:
     """(max - v) / (max - min) per value; 1.0 for every value when they are all equal."""
-    if not values:
+    column = np.asarray(values, dtype=np.float64)
+    if not column.size:
         return 1.0
-    low = min(values)
-    high = max(values)
+    low = column.min()
+    high = column.max()
     if high == low:
         return 1.0
-    scale = 1.0 / (high - low)
-    # map/operator run in C: about twice as fast as a comprehension on 1,000 endpoints.
-    return list(map(mul, map(sub, repeat(high), values), repeat(scale)))
+    # Subtract, then scale by the reciprocal: the same float operations as the scalar formula.
+    scores: FloatArray = (high - column) * (1.0 / (high - low))
+    return scores
 
 
 class QueueScorer:
@@ -44,36 +46,11 @@ class QueueScorer:
         waiting = snapshot_column(cycle, candidates, "waiting", _waiting)
         if not self.count_in_flight:
             return min_max_scores(waiting)
-        in_flight = in_flight_column(cycle, candidates)
-        return min_max_scores(list(map(add, waiting, in_flight)) if any(in_flight) else waiting)
+        return min_max_scores(with_in_flight(cycle, candidates, waiting))
 
 
 def _waiting(endpoint: Endpoint) -> int:
     return endpoint.metrics.waiting if endpoint.metrics is not None else 0
-
-
-def snapshot_column(
-    cycle: CycleState, candidates: Sequence[Endpoint], name: str, read: Callable[[Endpoint], int]
-) -> list[int]:
-    """One value per candidate, memoised for the snapshot (metrics do not change within it)."""
-    key = (name, id(candidates))
-    cached = cycle.memo.get(key)
-    if cached is None or cached[0] is not candidates:
-        cached = cycle.memo[key] = (candidates, list(map(read, candidates)))
-    column: list[int] = cached[1]
-    return column
-
-
-def in_flight_column(cycle: CycleState, candidates: Sequence[Endpoint]) -> list[int]:
-    """Each candidate's in-flight count, read once per cycle and shared by the scorers."""
-    key = ("in_flight", id(candidates))
-    column: list[int] | None = cycle.data.get(key)  # type: ignore[call-overload]
-    if column is None:
-        column = cycle.data[key] = list(map(_in_flight, candidates))  # type: ignore[index]
-    return column
-
-
-_in_flight = attrgetter("in_flight")
 
 
 def from_parameters(params: Params) -> QueueScorer:
