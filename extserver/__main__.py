@@ -24,11 +24,21 @@ from api.sources.store import ObjectStore
 from api.yamlio import ManifestError, load_documents
 from extserver.compile import CompileOptions
 from extserver.egxds import EgXds, build_eg_xds_by_gateway
-from extserver.hooks import HookContext, LogStatusWriter, SnapshotSource, StaticSnapshotSource
+from extserver.hooks import (
+    ConditionReporter,
+    HookContext,
+    KubernetesConditionReporter,
+    LogStatusWriter,
+    SnapshotSource,
+    StaticSnapshotSource,
+)
 from extserver.hooks.pipeline import run_hooks
 from extserver.server import ServeOptions, start_server
 
 log = structlog.get_logger("extserver")
+
+# Envoy Gateway's GatewayClass controllerName: the controller of the Gateways pools report status under.
+EG_CONTROLLER_NAME = "gateway.envoyproxy.io/gatewayclass-controller"
 
 
 def _configure_logging(level: str, json_logs: bool) -> None:
@@ -70,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--kubeconfig", type=Path, help="kubeconfig for the Kubernetes source")
     serve.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
     serve.add_argument("--namespace", help="watch one namespace only (default: all)")
+    serve.add_argument(
+        "--controller-name",
+        default=EG_CONTROLLER_NAME,
+        help="controllerName written into v1 InferencePool status parents (the Gateway's controller)",
+    )
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=contract.EXTSERVER_PORT)
     serve.add_argument(
@@ -147,13 +162,13 @@ def _plain(message: Message) -> dict[str, Any]:
 
 
 async def _serve(args: argparse.Namespace, options: CompileOptions) -> int:
-    source, run, stop = _source(args)
+    source, run, stop, status = _source(args)
     runner = asyncio.create_task(run())
     try:
         await asyncio.wait_for(_wait_synced(source), timeout=120)
     except TimeoutError:
         log.warning("source not synced after 120s; serving anyway (hooks read fresh state)")
-    ctx = HookContext(source=source, options=options, status=LogStatusWriter())
+    ctx = HookContext(source=source, options=options, status=status)
     serve_options = ServeOptions(
         host=args.host,
         port=args.port,
@@ -170,6 +185,9 @@ async def _serve(args: argparse.Namespace, options: CompileOptions) -> int:
     await done.wait()
     log.info("shutting down")
     await server.stop(grace=5.0)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(status.flush(), timeout=5.0)
+    await status.close()
     stop()
     runner.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -181,12 +199,13 @@ async def _wait_synced(source: Any) -> None:
     await source.wait_synced()
 
 
-def _source(args: argparse.Namespace) -> tuple[SnapshotSource, Any, Any]:
+def _source(args: argparse.Namespace) -> tuple[SnapshotSource, Any, Any, ConditionReporter]:
+    """The pools/models source, its run and stop, and where status conditions go (log or API server)."""
     if args.manifests:
         from api.sources.files import FileSource
 
         files = FileSource(args.manifests)
-        return files, files.run, files.stop
+        return files, files.run, files.stop, LogStatusWriter()
     from kubernetes import client, config
 
     from api.sources.kubernetes import INFERENCE_KINDS, KubernetesSource
@@ -197,8 +216,9 @@ def _source(args: argparse.Namespace) -> tuple[SnapshotSource, Any, Any]:
         config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=str(args.kubeconfig) if args.kubeconfig else None
         )
-    kube = KubernetesSource(client.ApiClient(), kinds=INFERENCE_KINDS, namespace=args.namespace)
-    return kube, kube.run, kube.stop
+    api = client.ApiClient()
+    kube = KubernetesSource(api, kinds=INFERENCE_KINDS, namespace=args.namespace)
+    return kube, kube.run, kube.stop, KubernetesConditionReporter(api, args.controller_name)
 
 
 if __name__ == "__main__":

@@ -379,7 +379,9 @@ def test_out_of_range_field_is_rejected_with_its_path(mutation: str, data: st.Da
 
 def _tokens(path: str) -> list[str]:
     """Path segments; `[x]` keeps x as written (label keys have dots, and may look like numbers)."""
-    return [key if bracket else name for bracket, key, name in re.findall(r"(\[([^\]]*)\])|([^.\[\]]+)", path)]
+    return [
+        key if bracket else name for bracket, key, name in re.findall(r"(\[([^\]]*)\])|([^.\[\]]+)", path)
+    ]
 
 
 def _key(container: Any, token: str) -> Any:

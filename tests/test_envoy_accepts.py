@@ -17,16 +17,19 @@ import aiohttp
 import pytest
 from aiohttp import web
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.core.v3.base_pb2 import DataSource
 from envoy.config.endpoint.v3.endpoint_components_pb2 import Endpoint, LbEndpoint, LocalityLbEndpoints
 from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
+from envoy.extensions.filters.http.lua.v3.lua_pb2 import Lua
 from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (
     HttpConnectionManager,
+    HttpFilter,
 )
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
 from google.protobuf.json_format import MessageToJson
 
-from api.contract import HEADER_DESTINATION_ENDPOINT, METADATA_NAMESPACE, Role
+from api.contract import HEADER_DESTINATION_ENDPOINT, METADATA_NAMESPACE, CompileRole, Role
 from extserver.compile import metadata
 from tests.compile_cases import run_case
 
@@ -337,3 +340,154 @@ async def test_client_destination_header_is_stripped_and_fail_open_keeps_the_spl
                 seen.add(echoed["body"]["model"])
     # 30 requests split 50/50: both targets show up (chance of missing one: 2 in a billion).
     assert seen == {"tweet-summary", "sql-lora"}
+
+
+@dataclass
+class EchoServer:
+    """An upstream model-server stand-in that says which one answered."""
+
+    name: str
+    port: int
+    runner: web.AppRunner
+
+    async def kill(self) -> None:
+        await self.runner.cleanup()
+
+
+async def _start_echo(name: str) -> EchoServer:
+    async def answer(request: web.Request) -> web.Response:
+        body = await request.read()
+        echoed = {"server": name, "headers": dict(request.headers), "body": json.loads(body or b"null")}
+        return web.json_response(echoed)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return EchoServer(name, port, runner)
+
+
+@pytest.fixture
+async def echo_servers() -> AsyncIterator[list[EchoServer]]:
+    servers = [await _start_echo(name) for name in ("a", "b", "c")]
+    yield servers
+    for server in servers:
+        await server.kill()
+
+
+def _point_pool_clusters_at(clusters: Sequence[Cluster], ports: Sequence[int]) -> list[Cluster]:
+    """Test plumbing: every EDS cluster of the pool gets static endpoints instead of the picker's EDS."""
+    out = []
+    for cluster in clusters:
+        copy = Cluster()
+        copy.CopyFrom(cluster)
+        if metadata.role(copy.metadata) in (Role.TARGET, Role.CATCH_ALL, CompileRole.BACKEND_REF):
+            copy.ClearField("eds_cluster_config")
+            copy.type = Cluster.STATIC
+            copy.load_assignment.cluster_name = copy.name
+            group = copy.load_assignment.endpoints.add()
+            for port in ports:
+                endpoint = Endpoint()
+                endpoint.address.socket_address.address = "127.0.0.1"
+                endpoint.address.socket_address.port_value = port
+                group.lb_endpoints.append(LbEndpoint(endpoint=endpoint))
+        out.append(copy)
+    return out
+
+
+def _set_destination_before_router(listeners: Sequence[Listener], destination: str) -> list[Listener]:
+    """Test plumbing standing in for the picker: a Lua filter just before the router sets the header."""
+    code = (
+        "function envoy_on_request(h) h:headers():replace("
+        f"{json.dumps(HEADER_DESTINATION_ENDPOINT)}, {json.dumps(destination)}) end"
+    )
+    out = []
+    for listener in listeners:
+        copy = Listener()
+        copy.CopyFrom(listener)
+        chains = [
+            *copy.filter_chains,
+            *([copy.default_filter_chain] if copy.HasField("default_filter_chain") else []),
+        ]
+        for chain in chains:
+            for network_filter in chain.filters:
+                hcm = HttpConnectionManager()
+                if not network_filter.typed_config.Unpack(hcm):
+                    continue
+                lua = HttpFilter(name="envoy.filters.http.lua/test-destination")
+                lua.typed_config.Pack(Lua(default_source_code=DataSource(inline_string=code)))
+                filters = list(hcm.http_filters)
+                filters.insert(len(filters) - 1, lua)  # the router stays last
+                del hcm.http_filters[:]
+                hcm.http_filters.extend(filters)
+                network_filter.typed_config.Pack(hcm)
+        out.append(copy)
+    return out
+
+
+async def _completions(session: aiohttp.ClientSession, url: str, count: int) -> list[str]:
+    """`count` completions; every one must succeed. Returns which server answered each."""
+    servers = []
+    for index in range(count):
+        payload = {"model": "lora-request", "prompt": f"hi {index}"}
+        async with session.post(f"{url}/v1/completions", json=payload) as answer:
+            text = await answer.text()
+            assert answer.status == 200, (index, answer.status, text)
+            servers.append(json.loads(text)["server"])
+    return servers
+
+
+def _cluster_stats(envoy: RunningEnvoy, suffix: str) -> int:
+    return sum(
+        v for k, v in envoy.stats().items() if k.startswith("cluster.inference/") and k.endswith(suffix)
+    )
+
+
+async def test_dead_pod_loses_no_request_on_the_fallback_path(
+    tmp_path: Path, envoy_runner: list[RunningEnvoy], echo_servers: list[EchoServer]
+) -> None:
+    """No destination header (picker down, FailOpen): a killed pod's requests are retried on another pod
+    (connect failure before any response byte), and outlier detection ejects it."""
+    a, b, _ = echo_servers
+    gateway = run_case("backendref-root-prefix").gateways["default/gw"]
+    clusters = _point_pool_clusters_at(gateway.clusters, [a.port, b.port])
+    ports = _serve_from_files(tmp_path, clusters, gateway.listeners, gateway.routes)
+    envoy = await asyncio.to_thread(_start_envoy, tmp_path)
+    envoy_runner.append(envoy)
+    await asyncio.to_thread(_wait_until_settled, envoy, {lis.name for lis in gateway.listeners}, set())
+    url = f"http://127.0.0.1:{ports['default/gw/http']}"
+    async with aiohttp.ClientSession() as session:
+        assert set(await _completions(session, url, 20)) == {"a", "b"}  # both pods serve
+        await a.kill()
+        assert set(await _completions(session, url, 30)) == {"b"}  # every request answered
+    assert _cluster_stats(envoy, ".upstream_rq_retry") >= 1
+    assert (
+        _cluster_stats(envoy, ".outlier_detection.ejections_enforced_consecutive_local_origin_failure") >= 1
+    )
+
+
+async def test_dead_picked_pod_falls_through_to_the_next_listed_endpoint(
+    tmp_path: Path, envoy_runner: list[RunningEnvoy], echo_servers: list[EchoServer]
+) -> None:
+    """The picker's list names a dead pod first: the retry goes to the next listed endpoint (c), never
+    to a pod outside the list (b), and the request succeeds. Outlier detection is off here, so every
+    request really tries the dead pod first and is retried (with it, the dead pod is soon skipped)."""
+    a, b, c = echo_servers
+    gateway = run_case("backendref-root-prefix").gateways["default/gw"]
+    clusters = _point_pool_clusters_at(gateway.clusters, [a.port, b.port, c.port])
+    for cluster in clusters:
+        cluster.ClearField("outlier_detection")
+    listeners = _set_destination_before_router(gateway.listeners, f"127.0.0.1:{a.port},127.0.0.1:{c.port}")
+    ports = _serve_from_files(tmp_path, clusters, listeners, gateway.routes)
+    envoy = await asyncio.to_thread(_start_envoy, tmp_path)
+    envoy_runner.append(envoy)
+    await asyncio.to_thread(_wait_until_settled, envoy, {lis.name for lis in gateway.listeners}, set())
+    url = f"http://127.0.0.1:{ports['default/gw/http']}"
+    async with aiohttp.ClientSession() as session:
+        assert set(await _completions(session, url, 5)) == {"a"}  # the primary while it lives
+        await a.kill()
+        # Were the retry the least_request fallback, b would answer about half of these.
+        assert set(await _completions(session, url, 20)) == {"c"}
+    assert _cluster_stats(envoy, ".upstream_rq_retry") >= 20

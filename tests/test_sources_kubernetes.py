@@ -71,7 +71,7 @@ async def wait_for(src: KubernetesSource, check: Callable[[Snapshot], bool]) -> 
 
 async def wait_until(check: Callable[[], bool]) -> None:
     async def loop() -> None:
-        while not check():  # noqa: ASYNC110 - the fake's state lives on its own threads, no event to await
+        while not check():
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(loop(), timeout=30)

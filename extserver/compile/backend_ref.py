@@ -12,9 +12,10 @@ from envoy.config.route.v3.route_components_pb2 import Route
 from api.contract import CompileMetadataKey, CompileRole, MetadataKey
 from api.model import POOL_API_VERSIONS
 from extserver.compile import metadata, naming
+from extserver.compile.cache import CompileCache, plan_of
 from extserver.compile.clusters import mark_backend_cluster
 from extserver.compile.inputs import CompileInputs, CompileOptions
-from extserver.compile.plan import KIND_POOL, build_plan
+from extserver.compile.plan import KIND_POOL
 from extserver.compile.routes import apply_pool_settings, catch_all_metadata
 
 
@@ -55,12 +56,13 @@ def patch_cluster(
     backend_resources: Sequence[Mapping[str, Any]],
     inputs: CompileInputs,
     options: CompileOptions,
+    cache: CompileCache | None = None,
 ) -> Cluster | None:
     """EG's cluster for a pool backendRef becomes the pool catch-all, marked; None if not a pool's."""
     ref = find_pool_reference(backend_resources)
     if ref is None:
         return None
-    pool = build_plan(inputs).pool(ref.namespace, ref.name)
+    pool = plan_of(inputs, cache).pool(ref.namespace, ref.name)
     if pool is None:
         result = Cluster()
         result.CopyFrom(cluster)
@@ -78,6 +80,7 @@ def patch_route(
     hostnames: Sequence[str],
     inputs: CompileInputs,
     options: CompileOptions,
+    cache: CompileCache | None = None,
 ) -> Route | None:
     """Mark EG's route to a pool (the Translation hook expands it per model); None if not a pool's."""
     del hostnames  # the route already carries its virtual host's match; nothing host-specific to add
@@ -86,7 +89,7 @@ def patch_route(
         return None  # EG answers unresolved backends with a direct response: leave it
     result = Route()
     result.CopyFrom(route)
-    pool = build_plan(inputs).pool(ref.namespace, ref.name)
+    pool = plan_of(inputs, cache).pool(ref.namespace, ref.name)
     if pool is None:
         metadata.set_ours(result.metadata, _identity(ref, route.name))
     else:

@@ -22,6 +22,7 @@ from api.contract import CompileMetadataKey, MetadataKey, Role
 from extserver.compile import metadata
 from extserver.compile.inputs import CompileOptions
 from extserver.compile.plan import ModelPlan, PoolPlan, TargetPlan
+from extserver.compile.resilience import outlier_detection
 
 CONNECT_TIMEOUT_SECONDS = 10
 # Envoy's default circuit breakers (1024) overflow under inference load; effectively unlimited here.
@@ -71,14 +72,23 @@ def _override_host_policy() -> LoadBalancingPolicy:
     return policy
 
 
-def _eds_cluster(name: str, eds_resource: str, pool: PoolPlan, options: CompileOptions) -> Cluster:
-    cluster = Cluster(name=name, type=Cluster.EDS)
+def eds_cluster_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
+    """What every EDS cluster of a pool shares; built once per pool, copied per target (hot at scale)."""
+    cluster = Cluster(type=Cluster.EDS)
     cluster.eds_cluster_config.eds_config.CopyFrom(_picker_eds_source(pool))
-    cluster.eds_cluster_config.service_name = eds_resource
     cluster.connect_timeout.seconds = CONNECT_TIMEOUT_SECONDS
     cluster.per_connection_buffer_limit_bytes.value = options.max_body_bytes
     cluster.load_balancing_policy.CopyFrom(_override_host_policy())
     cluster.circuit_breakers.CopyFrom(_high_circuit_breakers())
+    cluster.outlier_detection.CopyFrom(outlier_detection())
+    return cluster
+
+
+def _eds_cluster(name: str, eds_resource: str, template: Cluster) -> Cluster:
+    cluster = Cluster()
+    cluster.CopyFrom(template)
+    cluster.name = name
+    cluster.eds_cluster_config.service_name = eds_resource
     return cluster
 
 
@@ -91,30 +101,48 @@ def _pool_metadata(pool: PoolPlan, role: str) -> dict[str, object]:
     }
 
 
-def build_target_cluster(
-    pool: PoolPlan, target: TargetPlan, users: Sequence[tuple[ModelPlan, TargetPlan]], options: CompileOptions
-) -> Cluster:
-    """One target model of a pool: endpoints (only pods serving that model) come from the picker's EDS."""
-    cluster = _eds_cluster(target.cluster, target.eds_resource, pool, options)
+def target_cluster_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
+    """What every target cluster of a pool shares, metadata included (built once per pool)."""
+    cluster = eds_cluster_template(pool, options)
     values = _pool_metadata(pool, Role.TARGET)
-    values[MetadataKey.TARGET_MODEL] = target.model
     values[MetadataKey.SOURCE] = pool.source
-    values[CompileMetadataKey.MODELS] = [
-        {
-            MetadataKey.MODEL_NAME: model.model_name,
-            MetadataKey.WEIGHT: used.weight,
-            MetadataKey.CRITICALITY: model.criticality,
-            MetadataKey.SOURCE: model.source,
-        }
-        for model, used in users
-    ]
     metadata.set_ours(cluster.metadata, values)
+    return cluster
+
+
+def build_target_cluster(
+    pool: PoolPlan,
+    target: TargetPlan,
+    users: Sequence[tuple[ModelPlan, TargetPlan]],
+    options: CompileOptions,
+    template: Cluster | None = None,
+) -> Cluster:
+    """One target model of a pool: endpoints (only pods serving that model) come from the picker's EDS.
+
+    `template` is target_cluster_template(pool, options), passed in by callers building many clusters.
+    """
+    base = template if template is not None else target_cluster_template(pool, options)
+    cluster = _eds_cluster(target.cluster, target.eds_resource, base)
+    # Written field by field (not through a dict): this runs for every target of every pool.
+    fields = metadata.ours_struct(cluster.metadata).fields
+    fields[MetadataKey.TARGET_MODEL].string_value = target.model
+    entries = fields[CompileMetadataKey.MODELS].list_value
+    entries.Clear()
+    entries.SetInParent()
+    for model, used in users:
+        entry = entries.values.add().struct_value.fields
+        entry[MetadataKey.MODEL_NAME].string_value = model.model_name
+        entry[MetadataKey.WEIGHT].number_value = used.weight
+        entry[MetadataKey.CRITICALITY].string_value = model.criticality
+        entry[MetadataKey.SOURCE].string_value = model.source
     return cluster
 
 
 def build_catch_all_cluster(pool: PoolPlan, options: CompileOptions, name: str | None = None) -> Cluster:
     """The pool's cluster for models without an InferenceModel (the picker narrows to pods serving it)."""
-    cluster = _eds_cluster(name or pool.catch_all_cluster, pool.eds_resource, pool, options)
+    cluster = _eds_cluster(
+        name or pool.catch_all_cluster, pool.eds_resource, eds_cluster_template(pool, options)
+    )
     values = _pool_metadata(pool, Role.CATCH_ALL)
     values[MetadataKey.SOURCE] = pool.source
     metadata.set_ours(cluster.metadata, values)
@@ -166,7 +194,10 @@ def build_pool_clusters(
     clusters = [build_picker_cluster(pool, options)]
     if with_catch_all:
         clusters.append(build_catch_all_cluster(pool, options))
-    clusters.extend(build_target_cluster(pool, target, users, options) for target, users in pool.targets())
+    template = target_cluster_template(pool, options)
+    clusters.extend(
+        build_target_cluster(pool, target, users, options, template) for target, users in pool.targets()
+    )
     return sorted(clusters, key=lambda c: c.name)
 
 

@@ -41,6 +41,9 @@ class TranslationOutput:
     listeners: list[Listener]
     routes: list[RouteConfiguration]
     problems: list[Problem] = field(default_factory=list)
+    # Pools this translation routes to (or tried to), with the Gateways ("ns/name") they serve there:
+    # the parents their status conditions belong to.
+    pool_gateways: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
 
 class Condition:
@@ -58,3 +61,5 @@ class Reason:
     RESERVED_TARGET_NAME = "ReservedTargetName"
     INVALID_EXTENSION_REF = "InvalidExtensionRef"
     LISTENER_IN_USE = "ListenerInUse"
+    NO_MATCHING_LISTENER = "NoMatchingListener"
+    MERGED_GATEWAY = "MergedGatewayUnsupported"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from api.contract import picker_service_host
@@ -68,6 +69,14 @@ class PoolPlan:
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
 
+    def __hash__(self) -> int:
+        # Computed once: plans key the compile cache, and hashing every model on each lookup adds up.
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash(tuple(getattr(self, f.name) for f in fields(self)))
+
     def targets(self) -> tuple[tuple[TargetPlan, tuple[tuple[ModelPlan, TargetPlan], ...]], ...]:
         """Each distinct target cluster once (sorted by name), with the models that send traffic to it."""
         users: dict[str, list[tuple[ModelPlan, TargetPlan]]] = {}
@@ -85,10 +94,11 @@ class Plan:
     problems: tuple[Problem, ...]
 
     def pool(self, namespace: str, name: str) -> PoolPlan | None:
-        for pool in self.pools:
-            if pool.key == (namespace, name):
-                return pool
-        return None
+        return self._by_key.get((namespace, name))
+
+    @functools.cached_property
+    def _by_key(self) -> dict[tuple[str, str], PoolPlan]:
+        return {pool.key: pool for pool in self.pools}
 
 
 def _age_key(obj: InferencePool | InferenceModel) -> tuple[str, str, str]:

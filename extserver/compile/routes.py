@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 
-from envoy.config.route.v3.route_components_pb2 import Route, RouteMatch, WeightedCluster
+from envoy.config.route.v3.route_components_pb2 import Route, RouteMatch
 from envoy.type.matcher.v3.metadata_pb2 import MetadataMatcher
 
 from api import contract
@@ -14,6 +15,7 @@ from extserver.compile import metadata, naming
 from extserver.compile.filters import ext_proc, lua
 from extserver.compile.inputs import CompileOptions
 from extserver.compile.plan import ModelPlan, PoolPlan
+from extserver.compile.resilience import retry_policy
 
 # LLM answers take long; Envoy's default route timeout (15 s) would cut them off.
 ROUTE_TIMEOUT_SECONDS = 300
@@ -21,10 +23,15 @@ MODELS_LIST_PATH = "/v1/models"
 
 
 def model_matcher(model_name: str) -> MetadataMatcher:
-    matcher = MetadataMatcher(filter=contract.BODY_METADATA_NAMESPACE)
+    matcher = MetadataMatcher()
+    _fill_model_matcher(matcher, model_name)
+    return matcher
+
+
+def _fill_model_matcher(matcher: MetadataMatcher, model_name: str) -> None:
+    matcher.filter = contract.BODY_METADATA_NAMESPACE
     matcher.path.add().key = contract.BODY_MODEL_KEY
     matcher.value.string_match.exact = model_name
-    return matcher
 
 
 def _without_our_matchers(match: RouteMatch) -> RouteMatch:
@@ -37,10 +44,46 @@ def _without_our_matchers(match: RouteMatch) -> RouteMatch:
     return result
 
 
+@functools.cache
+def _enable_ext_proc() -> bytes:
+    return ext_proc.enable_on_route().SerializeToString(deterministic=True)
+
+
+@functools.lru_cache(maxsize=8192)
+def _lua_rewrite(target_model: str) -> bytes:
+    return lua.per_cluster_rewrite(target_model).SerializeToString(deterministic=True)
+
+
 def apply_pool_settings(route: Route, pool: PoolPlan, options: CompileOptions) -> None:
     """What every route of a pool needs: the pool's picker switched on, bodies up to max_body_bytes."""
-    route.typed_per_filter_config[pool.ext_proc_filter].CopyFrom(ext_proc.enable_on_route())
+    # Packed once and parsed per route: thousands of routes carry the same per-filter config.
+    route.typed_per_filter_config[pool.ext_proc_filter].ParseFromString(_enable_ext_proc())
     route.request_body_buffer_limit.value = options.max_body_bytes
+    if route.HasField("route") and not route.route.HasField("retry_policy"):
+        # A retry policy EG set (BackendTrafficPolicy) is the user's choice and stays.
+        route.route.retry_policy.CopyFrom(retry_policy())
+
+
+def model_route_template(
+    pool: PoolPlan, match: RouteMatch, options: CompileOptions, parent_route: Route | None = None
+) -> Route:
+    """What every model route under one match (and EG parent route) shares; built once, copied per model."""
+    route = Route()
+    if parent_route is not None:
+        route.CopyFrom(parent_route)  # EG's match, timeouts, metadata; ours is replaced below
+    else:
+        route.route.timeout.seconds = ROUTE_TIMEOUT_SECONDS
+    route.match.CopyFrom(_without_our_matchers(match))
+    apply_pool_settings(route, pool, options)
+    metadata.set_ours(
+        route.metadata,
+        {
+            MetadataKey.ROLE: Role.MODEL_ROUTE,
+            MetadataKey.POOL_NAMESPACE: pool.namespace,
+            MetadataKey.POOL_NAME: pool.name,
+        },
+    )
+    return route
 
 
 def build_model_route(
@@ -49,45 +92,40 @@ def build_model_route(
     match: RouteMatch,
     options: CompileOptions,
     parent_route: Route | None = None,
+    template: Route | None = None,
 ) -> Route:
-    """Route for one InferenceModel: `match` plus body model == modelName -> weighted target clusters."""
+    """Route for one InferenceModel: `match` plus body model == modelName -> weighted target clusters.
+
+    `template` is model_route_template(pool, match, options, parent_route), for callers building many.
+    """
+    base = template if template is not None else model_route_template(pool, match, options, parent_route)
     route = Route()
-    if parent_route is not None:
-        route.CopyFrom(parent_route)  # EG's match, timeouts, metadata; ours is replaced below
-    else:
-        route.route.timeout.seconds = ROUTE_TIMEOUT_SECONDS
+    route.CopyFrom(base)
     route.name = naming.model_route(model.namespace, model.name, parent_route.name if parent_route else None)
-    route.match.CopyFrom(_without_our_matchers(match))
-    route.match.dynamic_metadata.append(model_matcher(model.model_name))
-    weighted = WeightedCluster()
+    _fill_model_matcher(route.match.dynamic_metadata.add(), model.model_name)
+    weighted = route.route.weighted_clusters
+    weighted.Clear()
+    weighted.SetInParent()  # replaces the parent's single cluster (same oneof)
     for target in model.targets:
         if target.weight <= 0:
             continue  # listed in metadata, never chosen
         entry = weighted.clusters.add(name=target.cluster)
         entry.weight.value = target.weight
         if pool.picker.failure_mode_allow:
-            entry.typed_per_filter_config[naming.LUA_FILTER].CopyFrom(lua.per_cluster_rewrite(target.model))
-    route.route.weighted_clusters.CopyFrom(weighted)
-    apply_pool_settings(route, pool, options)
-    metadata.set_ours(
-        route.metadata,
-        {
-            MetadataKey.ROLE: Role.MODEL_ROUTE,
-            MetadataKey.POOL_NAMESPACE: pool.namespace,
-            MetadataKey.POOL_NAME: pool.name,
-            MetadataKey.MODEL_NAME: model.model_name,
-            MetadataKey.CRITICALITY: model.criticality,
-            MetadataKey.SOURCE: model.source,
-            CompileMetadataKey.TARGETS: [
-                {
-                    MetadataKey.TARGET_MODEL: t.model,
-                    MetadataKey.WEIGHT: t.weight,
-                    CompileMetadataKey.CLUSTER: t.cluster,
-                }
-                for t in model.targets
-            ],
-        },
-    )
+            entry.typed_per_filter_config[naming.LUA_FILTER].ParseFromString(_lua_rewrite(target.model))
+    # Written field by field (not through a dict): this runs for every model.
+    fields = metadata.ours_struct(route.metadata).fields
+    fields[MetadataKey.MODEL_NAME].string_value = model.model_name
+    fields[MetadataKey.CRITICALITY].string_value = model.criticality
+    fields[MetadataKey.SOURCE].string_value = model.source
+    entries = fields[CompileMetadataKey.TARGETS].list_value
+    entries.Clear()
+    entries.SetInParent()
+    for t in model.targets:
+        target_fields = entries.values.add().struct_value.fields
+        target_fields[MetadataKey.TARGET_MODEL].string_value = t.model
+        target_fields[MetadataKey.WEIGHT].number_value = t.weight
+        target_fields[CompileMetadataKey.CLUSTER].string_value = t.cluster
     return route
 
 

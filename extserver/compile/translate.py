@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
@@ -12,7 +13,9 @@ from envoy.config.route.v3.route_components_pb2 import Route, RouteMatch, Virtua
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from api.contract import CompileMetadataKey, CompileRole, MetadataKey, Role
+from api.model import AttachTo
 from extserver.compile import metadata, naming
+from extserver.compile.cache import CompileCache, cached, plan_of
 from extserver.compile.clusters import build_pool_clusters, mark_backend_cluster
 from extserver.compile.inputs import (
     CompileInputs,
@@ -24,23 +27,27 @@ from extserver.compile.inputs import (
 )
 from extserver.compile.listeners import (
     find_gateway_listeners,
+    listener_port,
     patch_listener_for_pools,
     route_config_names,
     strip_our_filters,
 )
-from extserver.compile.plan import KIND_POOL, Plan, PoolPlan, build_plan
+from extserver.compile.plan import KIND_POOL, Plan, PoolPlan
 from extserver.compile.routes import (
     apply_pool_settings,
     build_catch_all_route,
     build_model_route,
     build_models_list_route,
     catch_all_metadata,
+    model_route_template,
 )
 
 # Roles of resources we generate (removed and rebuilt on every pass); backend-ref ones are EG's, marked.
 _GENERATED_ROLES = frozenset(
     {Role.TARGET, Role.CATCH_ALL, Role.PICKER, Role.MODEL_ROUTE, Role.MODELS_LIST, CompileRole.VIRTUAL_HOST}
 )
+# EG's metadata namespace on its resources (a list of source objects under "resources").
+EG_METADATA_NAMESPACE = "envoy-gateway"
 # Envoy refuses direct-response bodies above this unless the route config raises it.
 _DEFAULT_DIRECT_RESPONSE_LIMIT = 4096
 
@@ -53,6 +60,10 @@ class _Usage:
     backend: dict[str, list[PoolPlan]] = field(default_factory=dict)  # route config -> backendRef pools
     attached_pools: dict[tuple[str, str], PoolPlan] = field(default_factory=dict)
     backend_pools: dict[tuple[str, str], PoolPlan] = field(default_factory=dict)
+    gateways: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # pool -> "ns/name" Gateways
+
+    def add_gateway(self, pool: tuple[str, str], gateway: str) -> None:
+        self.gateways.setdefault(pool, set()).add(gateway)
 
 
 _Message = TypeVar("_Message", Cluster, Listener, RouteConfiguration, Route, VirtualHost)
@@ -72,13 +83,27 @@ def _is_generated(role: str | None) -> bool:
     return role in _GENERATED_ROLES
 
 
-def _assign_attach_to(plan: Plan, listeners: list[Listener], usage: _Usage, problems: list[Problem]) -> None:
+def _assign_attach_to(
+    plan: Plan,
+    listeners: list[Listener],
+    routes: Sequence[RouteConfiguration],
+    usage: _Usage,
+    problems: list[Problem],
+) -> None:
     """Each attach-to pool to its Gateway listener; one pool per listener, the oldest."""
     owner: dict[str, PoolPlan] = {}
     for pool in sorted(plan.pools, key=lambda p: (p.created or "~", p.namespace, p.name)):
         if pool.attach_to is None:
             continue
-        for index in find_gateway_listeners(listeners, pool.attach_to):
+        found = find_gateway_listeners(listeners, pool.attach_to)
+        if not found:
+            missing = _missing_listener_problem(pool, pool.attach_to, listeners, routes)
+            if missing is not None:
+                problems.append(missing)
+                usage.add_gateway(pool.key, _gateway_key(pool.attach_to))
+            continue
+        usage.add_gateway(pool.key, _gateway_key(pool.attach_to))
+        for index in found:
             for rc_name in route_config_names(listeners[index]):
                 holder = owner.get(rc_name)
                 if holder is not None:
@@ -97,6 +122,84 @@ def _assign_attach_to(plan: Plan, listeners: list[Listener], usage: _Usage, prob
                 owner[rc_name] = pool
                 usage.attach.setdefault(rc_name, []).append(pool)
                 usage.attached_pools[pool.key] = pool
+
+
+def _gateway_key(attach: AttachTo) -> str:
+    return f"{attach.gateway_namespace}/{attach.gateway_name}"
+
+
+def _missing_listener_problem(
+    pool: PoolPlan, attach: AttachTo, listeners: Sequence[Listener], routes: Sequence[RouteConfiguration]
+) -> Problem | None:
+    """Why an attach-to pool found no listener, when this translation is about its Gateway; else None.
+
+    EG translates each Gateway on its own (one call per Gateway): a Gateway absent from this call is
+    served by another call, and says nothing here.
+    """
+    prefix = naming.eg_listener_prefix(attach.gateway_namespace, attach.gateway_name)
+    port = naming.eg_container_port(attach.port)
+    gateway = _gateway_key(attach)
+    # With EG's mergeGateways, one Envoy listener per port carries every Gateway of the class and is
+    # named after the first; the other Gateways show up only in its virtual hosts (EG metadata). A catch-all
+    # there would take over the other Gateways' traffic on that port, so the pool is refused instead.
+    merged_into = sorted(
+        {
+            lis.name
+            for lis in listeners
+            if listener_port(lis) == port
+            for rc in routes
+            if rc.name in route_config_names(lis)
+            and any(gateway in _vhost_gateways(vh, []) for vh in rc.virtual_hosts)
+        }
+    )
+    if merged_into:
+        return Problem(
+            KIND_POOL,
+            pool.namespace,
+            pool.name,
+            Condition.ACCEPTED,
+            Reason.MERGED_GATEWAY,
+            f"Gateway {_gateway_key(attach)} shares Envoy listener {merged_into[0]} with other Gateways "
+            "(EnvoyProxy mergeGateways): attaching a pool to a whole listener is not supported there; "
+            "route to the pool with an HTTPRoute backendRef instead",
+        )
+    own = [lis for lis in listeners if lis.name.startswith(prefix)]
+    if own:
+        ports = sorted({p for p in (listener_port(lis) for lis in own) if p is not None})
+        return Problem(
+            KIND_POOL,
+            pool.namespace,
+            pool.name,
+            Condition.ACCEPTED,
+            Reason.NO_MATCHING_LISTENER,
+            f"Gateway {_gateway_key(attach)} has no HTTP listener on port {attach.port} "
+            f"(Envoy port {port}; its listeners use {ports})",
+        )
+    return None
+
+
+def _vhost_gateways(vhost: VirtualHost, listeners_of_rc: Sequence[Listener]) -> set[str]:
+    """Gateways ("ns/name") a virtual host serves: EG's metadata on it names its Gateway (any naming
+    scheme, merged Gateways too); else the `<ns>/<gw>/` prefix of the listeners using its route config."""
+    named = _eg_metadata_gateways(vhost)
+    if named:
+        return named
+    return {"/".join(lis.name.split("/")[:2]) for lis in listeners_of_rc if lis.name.count("/") >= 2}
+
+
+def _eg_metadata_gateways(vhost: VirtualHost) -> set[str]:
+    if EG_METADATA_NAMESPACE not in vhost.metadata.filter_metadata:
+        return set()
+    resources = vhost.metadata.filter_metadata[EG_METADATA_NAMESPACE].fields.get("resources")
+    if resources is None:
+        return set()
+    out = set()
+    for item in resources.list_value.values:
+        fields = item.struct_value.fields
+        if "kind" in fields and fields["kind"].string_value == "Gateway" and "name" in fields:
+            namespace = fields["namespace"].string_value if "namespace" in fields else ""
+            out.add(f"{namespace}/{fields['name'].string_value}")
+    return out
 
 
 def _strip_generated_routes(route_config: RouteConfiguration) -> None:
@@ -122,11 +225,21 @@ def _raise_direct_response_limit(route_config: RouteConfiguration, routes: Seque
         route_config.max_direct_response_body_size_bytes.value = needed
 
 
-def _attach_routes(route_config: RouteConfiguration, pool: PoolPlan, options: CompileOptions) -> None:
+def _attach_routes(
+    route_config: RouteConfiguration, pool: PoolPlan, options: CompileOptions, cache: CompileCache | None
+) -> None:
     """The pool serves every request on the listener: /v1/models, its models, then its catch-all."""
-    routes = [build_models_list_route([pool], naming.models_list_route(pool.namespace, pool.name))]
-    routes.extend(build_model_route(pool, m, _prefix_all(), options) for m in pool.models)
-    routes.append(build_catch_all_route(pool, options))
+
+    def build() -> list[Route]:
+        template = model_route_template(pool, _prefix_all(), options)
+        built = [build_models_list_route([pool], naming.models_list_route(pool.namespace, pool.name))]
+        built.extend(
+            build_model_route(pool, m, _prefix_all(), options, template=template) for m in pool.models
+        )
+        built.append(build_catch_all_route(pool, options))
+        return built
+
+    routes = cached(cache, ("attach-routes", pool, options), build)
     wildcard = next((vh for vh in route_config.virtual_hosts if "*" in vh.domains), None)
     if wildcard is None:
         vhost = VirtualHost(name=naming.pool_virtual_host(pool.namespace, pool.name), domains=["*"])
@@ -150,17 +263,21 @@ def _expand_backend_routes(
     options: CompileOptions,
     usage: _Usage,
     problems: list[Problem],
+    cache: CompileCache | None,
+    listeners_of_rc: Sequence[Listener],
 ) -> None:
     """Each marked EG route to a pool: per-model routes in front, EG's route stays as the pool catch-all."""
     for vhost in route_config.virtual_hosts:
         expanded: list[Route] = []
         changed = False
         for route in _copy_all(list(vhost.routes)):
-            values = metadata.ours(route.metadata)
-            if values is None or values.get(MetadataKey.ROLE) != CompileRole.BACKEND_REF:
+            if metadata.role(route.metadata) != CompileRole.BACKEND_REF:
                 expanded.append(route)
                 continue
-            ns, name = str(values.get(MetadataKey.POOL_NAMESPACE)), str(values.get(MetadataKey.POOL_NAME))
+            ns = str(metadata.string_field(route.metadata, MetadataKey.POOL_NAMESPACE))
+            name = str(metadata.string_field(route.metadata, MetadataKey.POOL_NAME))
+            for gateway in _vhost_gateways(vhost, listeners_of_rc):
+                usage.add_gateway((ns, name), gateway)
             pool = plan.pool(ns, name)
             if pool is None:
                 problems.append(
@@ -179,37 +296,54 @@ def _expand_backend_routes(
             changed = True
             usage.backend.setdefault(route_config.name, []).append(pool)
             usage.backend_pools[pool.key] = pool
-            eg_route = str(values.get(CompileMetadataKey.EG_ROUTE) or route.name)
-            catch_all = Route()
-            catch_all.CopyFrom(route)
-            metadata.set_ours(catch_all.metadata, catch_all_metadata(pool, CompileRole.BACKEND_REF, eg_route))
-            apply_pool_settings(catch_all, pool, options)
-            if route.match.prefix == "/" and not route.match.headers and not route.match.query_parameters:
-                expanded.append(
-                    build_models_list_route(
-                        [pool], naming.models_list_route(pool.namespace, pool.name, eg_route)
-                    )
-                )
-            expanded.extend(
-                build_model_route(pool, m, route.match, options, parent_route=catch_all) for m in pool.models
-            )
-            expanded.append(catch_all)
+            key = ("backend-routes", pool, options, route.SerializeToString(deterministic=True))
+            expanded.extend(cached(cache, key, partial(_backend_pool_routes, route, pool, options)))
         if changed:
             del vhost.routes[:]
             vhost.routes.extend(expanded)
             _raise_direct_response_limit(route_config, expanded)
 
 
-def _refresh_backend_clusters(clusters: list[Cluster], plan: Plan, options: CompileOptions) -> list[Cluster]:
+def _backend_pool_routes(route: Route, pool: PoolPlan, options: CompileOptions) -> list[Route]:
+    """EG's route to a pool becomes: GET /v1/models (on a "/" prefix), one route per model, the catch-all."""
+    values = metadata.ours(route.metadata) or {}
+    eg_route = str(values.get(CompileMetadataKey.EG_ROUTE) or route.name)
+    catch_all = Route()
+    catch_all.CopyFrom(route)
+    metadata.set_ours(catch_all.metadata, catch_all_metadata(pool, CompileRole.BACKEND_REF, eg_route))
+    apply_pool_settings(catch_all, pool, options)
+    routes = []
+    if route.match.prefix == "/" and not route.match.headers and not route.match.query_parameters:
+        routes.append(
+            build_models_list_route([pool], naming.models_list_route(pool.namespace, pool.name, eg_route))
+        )
+    template = model_route_template(pool, route.match, options, parent_route=catch_all)
+    routes.extend(
+        build_model_route(pool, m, route.match, options, parent_route=catch_all, template=template)
+        for m in pool.models
+    )
+    routes.append(catch_all)
+    return routes
+
+
+def _mark_backend_cluster(cluster: Cluster, pool: PoolPlan, options: CompileOptions) -> list[Cluster]:
+    return [mark_backend_cluster(cluster, pool, options)]
+
+
+def _refresh_backend_clusters(
+    clusters: list[Cluster], plan: Plan, options: CompileOptions, cache: CompileCache | None
+) -> list[Cluster]:
     refreshed = []
     for cluster in clusters:
-        values = metadata.ours(cluster.metadata)
-        if values is not None and values.get(MetadataKey.ROLE) == CompileRole.BACKEND_REF:
+        if metadata.role(cluster.metadata) == CompileRole.BACKEND_REF:
             pool = plan.pool(
-                str(values.get(MetadataKey.POOL_NAMESPACE)), str(values.get(MetadataKey.POOL_NAME))
+                str(metadata.string_field(cluster.metadata, MetadataKey.POOL_NAMESPACE)),
+                str(metadata.string_field(cluster.metadata, MetadataKey.POOL_NAME)),
             )
             if pool is not None:
-                cluster = mark_backend_cluster(cluster, pool, options)
+                key = ("backend-cluster", pool, options, cluster.SerializeToString(deterministic=True))
+                build = partial(_mark_backend_cluster, cluster, pool, options)
+                (cluster,) = cached(cache, key, build)
         refreshed.append(cluster)
     return refreshed
 
@@ -220,14 +354,19 @@ def compile_translation(
     routes: Sequence[RouteConfiguration],
     inputs: CompileInputs,
     options: CompileOptions,
+    cache: CompileCache | None = None,
 ) -> TranslationOutput:
-    """Return EG's lists with our clusters, routes and filters added; a rerun on it changes nothing."""
-    plan = build_plan(inputs)
+    """Return EG's lists with our clusters, routes and filters added; a rerun on it changes nothing.
+
+    `cache` (optional) reuses what earlier calls built for unchanged pools; the output is the same, but
+    the clusters it built or marked are then shared with the cache: copy before changing them.
+    """
+    plan = plan_of(inputs, cache)
     problems = list(plan.problems)
     out_listeners = _copy_all(listeners)
     out_routes = _copy_all(routes)
     out_clusters = [c for c in _copy_all(clusters) if not _is_generated(metadata.role(c.metadata))]
-    out_clusters = _refresh_backend_clusters(out_clusters, plan, options)
+    out_clusters = _refresh_backend_clusters(out_clusters, plan, options, cache)
 
     for listener in out_listeners:
         strip_our_filters(listener)
@@ -235,7 +374,7 @@ def compile_translation(
         _strip_generated_routes(route_config)
 
     usage = _Usage()
-    _assign_attach_to(plan, out_listeners, usage, problems)
+    _assign_attach_to(plan, out_listeners, out_routes, usage, problems)
     by_name = {rc.name: rc for rc in out_routes}
     for rc_name in sorted(usage.attach):
         if rc_name not in by_name:
@@ -243,9 +382,14 @@ def compile_translation(
             by_name[rc_name] = RouteConfiguration(name=rc_name, ignore_port_in_host_matching=True)
             out_routes.append(by_name[rc_name])
         for pool in usage.attach[rc_name]:
-            _attach_routes(by_name[rc_name], pool, options)
+            _attach_routes(by_name[rc_name], pool, options, cache)
+    listeners_by_rc: dict[str, list[Listener]] = {}
+    for listener in out_listeners:
+        for rc_name in route_config_names(listener):
+            listeners_by_rc.setdefault(rc_name, []).append(listener)
     for route_config in out_routes:
-        _expand_backend_routes(route_config, plan, options, usage, problems)
+        listeners_of_rc = listeners_by_rc.get(route_config.name, [])
+        _expand_backend_routes(route_config, plan, options, usage, problems, cache, listeners_of_rc)
 
     pools_by_rc: dict[str, list[PoolPlan]] = {}
     for source in (usage.attach, usage.backend):
@@ -259,7 +403,9 @@ def compile_translation(
     ours: dict[str, Cluster] = {}
     for key in sorted(set(usage.attached_pools) | set(usage.backend_pools)):
         pool = usage.attached_pools.get(key) or usage.backend_pools[key]
-        for cluster in build_pool_clusters(pool, options, with_catch_all=key in usage.attached_pools):
+        with_catch_all = key in usage.attached_pools
+        build = partial(build_pool_clusters, pool, options, with_catch_all)
+        for cluster in cached(cache, ("clusters", pool, options, with_catch_all), build):
             ours[cluster.name] = cluster
     out_clusters = [c for c in out_clusters if c.name not in ours]
     out_clusters.extend(ours[name] for name in sorted(ours))
@@ -269,4 +415,5 @@ def compile_translation(
         listeners=out_listeners,
         routes=out_routes,
         problems=sorted(unique.values(), key=lambda p: (p.kind, p.namespace, p.name, p.reason, p.message)),
+        pool_gateways={key: tuple(sorted(usage.gateways[key])) for key in sorted(usage.gateways)},
     )

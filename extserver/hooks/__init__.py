@@ -3,12 +3,14 @@
 from extserver.hooks.cluster import post_cluster_modify
 from extserver.hooks.context import (
     HookContext,
+    KubernetesConditionReporter,
     LogStatusWriter,
     SnapshotSource,
     StaticSnapshotSource,
     StatusWriter,
 )
 from extserver.hooks.route import post_route_modify
+from extserver.hooks.status import ConditionReporter, StatusReport, condition_updates
 from extserver.hooks.translation import post_translate_modify
 from extserver.hooks.unchanged import (
     post_endpoints_modify,
@@ -17,11 +19,15 @@ from extserver.hooks.unchanged import (
 )
 
 __all__ = [
+    "ConditionReporter",
     "HookContext",
+    "KubernetesConditionReporter",
     "LogStatusWriter",
     "SnapshotSource",
     "StaticSnapshotSource",
+    "StatusReport",
     "StatusWriter",
+    "condition_updates",
     "post_cluster_modify",
     "post_endpoints_modify",
     "post_http_listener_modify",

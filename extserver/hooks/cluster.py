@@ -12,7 +12,7 @@ async def post_cluster_modify(
 ) -> PostClusterModifyResponse:
     resources = decode_resources(request.post_cluster_context.backend_extension_resources, "Cluster")
     inputs = await ctx.inputs()
-    patched = patch_cluster(request.cluster, resources, inputs, ctx.options)
+    patched = patch_cluster(request.cluster, resources, inputs, ctx.options, ctx.cache)
     log.info(
         "cluster hook",
         cluster=request.cluster.name,

@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
+from kubernetes.client import ApiClient
 
 from api.egextension.context_pb2 import ExtensionResource
+from api.sources import status as sources_status
 from api.sources.store import Snapshot
-from extserver.compile import CompileInputs, CompileOptions, Problem
+from extserver.compile import CompileCache, CompileInputs, CompileOptions
+from extserver.hooks.status import ConditionReporter, StatusReport
 
 log = structlog.get_logger("extserver.hooks")
 
@@ -23,23 +26,24 @@ class SnapshotSource(Protocol):
 
 
 class StatusWriter(Protocol):
-    """Receives the problems of one compilation, to surface them as status conditions."""
+    """Receives what one translation found, to surface it as status conditions."""
 
-    async def report(self, problems: Sequence[Problem]) -> None: ...
+    async def report(self, report: StatusReport) -> None: ...
 
 
-class LogStatusWriter:
-    """Local mode: problems are only logged (there is no API server to write status to)."""
+class LogStatusWriter(ConditionReporter):
+    """Local mode: conditions go to the log, once per change (there is no API server to write to)."""
 
-    async def report(self, problems: Sequence[Problem]) -> None:
-        for problem in problems:
-            log.warning(
-                "status condition",
-                object=f"{problem.kind} {problem.namespace}/{problem.name}",
-                condition=problem.condition_type,
-                reason=problem.reason,
-                message=problem.message,
-            )
+    def __init__(self) -> None:
+        super().__init__(sources_status.LogStatusWriter())
+
+
+class KubernetesConditionReporter(ConditionReporter):
+    """Against the API server: conditions are merge-patched into the objects' status, in the background,
+    only when they change."""
+
+    def __init__(self, api: ApiClient, controller_name: str | None = None) -> None:
+        super().__init__(sources_status.KubernetesStatusWriter(api, controller_name), background=True)
 
 
 @dataclass
@@ -57,11 +61,19 @@ class HookContext:
     source: SnapshotSource
     options: CompileOptions = field(default_factory=CompileOptions)
     status: StatusWriter = field(default_factory=LogStatusWriter)
+    cache: CompileCache = field(default_factory=CompileCache)
+    _last: tuple[Snapshot, CompileInputs] | None = field(default=None, init=False, repr=False)
 
     async def inputs(self) -> CompileInputs:
         """Pools and models as they are now: EG may call right after an object changed."""
         snapshot = await self.source.fresh_snapshot()
-        return CompileInputs(pools=tuple(snapshot.pools.values()), models=tuple(snapshot.models.values()))
+        # The same object while nothing changed: the cache then reuses its plan across EG's hook calls.
+        if self._last is None or self._last[0] is not snapshot:
+            inputs = CompileInputs(
+                pools=tuple(snapshot.pools.values()), models=tuple(snapshot.models.values())
+            )
+            self._last = (snapshot, inputs)
+        return self._last[1]
 
 
 def decode_resources(resources: Sequence[ExtensionResource], hook: str) -> list[Mapping[str, Any]]:

@@ -11,7 +11,7 @@ async def post_route_modify(request: PostRouteModifyRequest, ctx: HookContext) -
     resources = decode_resources(request.post_route_context.extension_resources, "Route")
     hostnames = list(request.post_route_context.hostnames)
     inputs = await ctx.inputs()
-    patched = patch_route(request.route, resources, hostnames, inputs, ctx.options)
+    patched = patch_route(request.route, resources, hostnames, inputs, ctx.options, ctx.cache)
     log.info(
         "route hook",
         route=request.route.name,

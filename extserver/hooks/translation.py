@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
+
 from api.egextension.service_pb2 import PostTranslateModifyRequest, PostTranslateModifyResponse
 from extserver.compile import compile_translation
 from extserver.hooks.context import HookContext, log
+from extserver.hooks.status import StatusReport
 
 
 async def post_translate_modify(
     request: PostTranslateModifyRequest, ctx: HookContext
 ) -> PostTranslateModifyResponse:
     inputs = await ctx.inputs()
-    output = compile_translation(request.clusters, request.listeners, request.routes, inputs, ctx.options)
+    with gc_paused():
+        output = compile_translation(
+            request.clusters, request.listeners, request.routes, inputs, ctx.options, ctx.cache
+        )
     for problem in output.problems:
         log.warning(
             "compile problem",
@@ -19,7 +27,9 @@ async def post_translate_modify(
             reason=problem.reason,
             message=problem.message,
         )
-    await ctx.status.report(output.problems)
+    await ctx.status.report(
+        StatusReport(inputs.pools, inputs.models, tuple(output.problems), output.pool_gateways)
+    )
     log.info(
         "translation hook",
         pools=len(inputs.pools),
@@ -31,9 +41,24 @@ async def post_translate_modify(
         problems=len(output.problems),
     )
     # Every list EG sent must come back: a type left empty here would delete all of EG's resources of it.
-    return PostTranslateModifyResponse(
-        clusters=output.clusters,
-        secrets=request.secrets,
-        listeners=output.listeners,
-        routes=output.routes,
-    )
+    with gc_paused():
+        return PostTranslateModifyResponse(
+            clusters=output.clusters,
+            secrets=request.secrets,
+            listeners=output.listeners,
+            routes=output.routes,
+        )
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic GC while compiling: the compiler makes no cycles (refcounting frees everything), but its
+    many short-lived objects trigger full collections that scan the whole heap (the object store
+    included), which more than doubled the time of a 1,000-model translation."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

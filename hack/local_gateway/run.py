@@ -15,7 +15,7 @@ import contextlib
 import socket
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +57,8 @@ class LocalGatewayOptions:
     work_dir: Path | None = None
     watch: bool = True
     log_level: str = "info"
+    # Adjusts each pod's simulator (e.g. benchmarks set KV budgets or slow one Deployment down).
+    sim_config: Callable[[LocalPod, SimServerConfig], SimServerConfig] | None = None
 
 
 class LocalGateway:
@@ -149,7 +151,7 @@ class LocalGateway:
         self.pods_file.write_text(yaml.safe_dump_all([pod.manifest() for pod in self.pods]))
 
     async def _start_fleet(self) -> None:
-        configs = [
+        defaults = [
             SimServerConfig(
                 host=pod.ip,
                 port=pod.port,
@@ -162,6 +164,10 @@ class LocalGateway:
                 name=pod.name,
             )
             for pod in self.pods
+        ]
+        adjust = self.options.sim_config
+        configs = [
+            adjust(pod, config) if adjust else config for pod, config in zip(self.pods, defaults, strict=True)
         ]
         self.fleet = SimFleet(configs)
         await self.fleet.start()
