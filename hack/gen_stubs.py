@@ -42,6 +42,7 @@ ENVOY_MODULES = (
     "envoy.config.core.v3.grpc_service_pb2",
     "envoy.config.core.v3.health_check_pb2",
     "envoy.config.core.v3.protocol_pb2",
+    "envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2",
     "envoy.config.endpoint.v3.endpoint_components_pb2",
     "envoy.config.endpoint.v3.endpoint_pb2",
     "envoy.config.listener.v3.listener_components_pb2",

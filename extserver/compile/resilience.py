@@ -10,20 +10,13 @@ stops choosing it within a few requests, long before the picker notices the pod 
 
 from __future__ import annotations
 
-import importlib
-
 from envoy.config.cluster.v3.outlier_detection_pb2 import OutlierDetection
 from envoy.config.route.v3.route_components_pb2 import RetryPolicy
+from envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2 import PreviousHostsPredicate
 
 RETRY_ON = "connect-failure,refused-stream,reset-before-request"
 NUM_RETRIES = 2
 PREVIOUS_HOSTS_PREDICATE = "envoy.retry_host_predicates.previous_hosts"
-# The predicate's config is an empty message: its type URL is all there is to write. The module is
-# imported only to register the type (JSON rendering of config dumps); it has no type stubs in typings/.
-PREVIOUS_HOSTS_TYPE_URL = (
-    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-)
-importlib.import_module("envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2")
 # Host picks per attempt before Envoy accepts a previously tried host (e.g. a pool of one).
 HOST_SELECTION_ATTEMPTS = 5
 
@@ -38,7 +31,7 @@ def retry_policy() -> RetryPolicy:
     policy = RetryPolicy(retry_on=RETRY_ON)
     policy.num_retries.value = NUM_RETRIES
     predicate = policy.retry_host_predicate.add(name=PREVIOUS_HOSTS_PREDICATE)
-    predicate.typed_config.type_url = PREVIOUS_HOSTS_TYPE_URL
+    predicate.typed_config.Pack(PreviousHostsPredicate())
     policy.host_selection_retry_max_attempts = HOST_SELECTION_ATTEMPTS
     return policy
 
