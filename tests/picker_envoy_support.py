@@ -32,8 +32,9 @@ from api.contract import (
     MetadataKey,
     Role,
 )
+from hack.local_gateway.envoy import envoy_binary
 
-ENVOY = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "envoy"
+ENVOY = Path(envoy_binary())
 
 
 def free_port(host: str = "127.0.0.1") -> int:

