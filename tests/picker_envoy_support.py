@@ -27,6 +27,7 @@ from api.contract import (
     HEADER_DESTINATION_ENDPOINT,
     METADATA_NAMESPACE,
     REQUEST_ATTRIBUTES,
+    RESPONSE_ATTRIBUTES,
     EdsResource,
     ExtProcMode,
     MetadataKey,
@@ -118,6 +119,9 @@ class FakeModelServer:
             "body_length": len(raw),
         }
         self.received.append(seen)
+        if isinstance(body.get("x_test_status"), int):  # a test asks for a model-server error
+            error = {"message": "test error", "type": "InternalServerError", "param": None, "code": 500}
+            return web.json_response({"error": error}, status=body["x_test_status"])
         usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
         if body.get("stream"):
             response = web.StreamResponse(headers={"content-type": "text/event-stream"})
@@ -377,6 +381,7 @@ def write_envoy_config(
                     "response_trailer_mode": ExtProcMode.RESPONSE_TRAILER,
                 },
                 "request_attributes": list(REQUEST_ATTRIBUTES),
+                "response_attributes": list(RESPONSE_ATTRIBUTES),
             },
         },
         {

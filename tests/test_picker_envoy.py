@@ -250,6 +250,61 @@ async def test_streaming_response_passes_through(rig: Rig) -> None:
     assert '"usage"' in text
 
 
+def _sample(rig: Rig, name: str, **labels: str) -> float:
+    return rig.picker.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_status_usage_and_in_flight_recorded_per_model_and_target(rig: Rig) -> None:
+    """Response headers are skipped: status comes from the response.code attribute, usage from the body."""
+    labels = {"model_name": "lora-request", "target_model_name": "tweet-summary"}
+    other = {"model_name": "lora-request", "target_model_name": "sql-lora"}
+
+    def totals() -> tuple[float, ...]:
+        return tuple(
+            _sample(rig, name, **lab)
+            for lab in (labels, other)
+            for name in (
+                "inference_model_input_tokens_sum",
+                "inference_model_output_tokens_sum",
+                "inference_model_input_tokens_count",
+                "inference_model_request_duration_seconds_count",
+            )
+        )
+
+    before = totals()
+    json_body = {"model": "lora-request", "prompt": "count me"}
+    sse_body = {**json_body, "stream": True, "stream_options": {"include_usage": True}}
+    for body in (json_body, sse_body, json_body, sse_body):
+        status, _, text = await rig.post(body)
+        assert status == 200, text
+    # 4 answers, each with usage prompt 3 / completion 2, split over the two targets Envoy chose.
+    expected = (3 * 4, 2 * 4, 4, 4)
+
+    async def counted() -> bool:
+        after = totals()
+        deltas = [a - b for a, b in zip(after, before, strict=True)]
+        return tuple(deltas[i] + deltas[i + 4] for i in range(4)) == expected
+
+    await _wait_for(counted, "usage of JSON and SSE answers counted", timeout=5)
+
+    def server_errors() -> float:
+        name = "inference_model_request_error_total"
+        return sum(_sample(rig, name, **lab, error_code="ModelServerError") for lab in (labels, other))
+
+    errors_before = server_errors()
+    status, _, _ = await rig.post({**json_body, "x_test_status": 500})
+    assert status == 500
+
+    async def error_counted() -> bool:
+        return server_errors() == errors_before + 1
+
+    await _wait_for(error_counted, "the model server's 500 counted from response.code", timeout=5)
+    await _wait_for(
+        lambda: not any(rig.picker.datastore.in_flight_counts().values()), "in-flight back to 0", timeout=5
+    )
+    assert _sample(rig, "inference_model_running_requests", model_name="lora-request") == 0.0
+
+
 async def test_client_destination_header_cannot_redirect(rig: Rig) -> None:
     b_address = rig.servers["b"].address
     for forged in (b_address, "127.0.0.9:1", f"{b_address},{b_address}"):

@@ -23,7 +23,13 @@ from api.contract import (
 )
 from picker.errors import error_body
 from picker.extproc import mutations
-from picker.extproc.attributes import header_map, metadata_from_text, read_attributes, read_subset_hint
+from picker.extproc.attributes import (
+    header_map,
+    metadata_from_text,
+    read_attributes,
+    read_response_code,
+    read_subset_hint,
+)
 from picker.extproc.usage import Usage, UsageReader
 
 FIXTURES = Path(__file__).parent / "fixtures" / "picker"
@@ -145,6 +151,36 @@ def test_usage_from_json_body() -> None:
     reader.feed(body[:50])
     reader.feed(body[50:], end_of_stream=True)
     assert reader.usage == Usage(expected["prompt_tokens"], expected["completion_tokens"])
+
+
+def test_usage_without_content_type_tells_json_from_sse_by_the_body() -> None:
+    """Response headers are skipped, so the reader only sees the body (JSON or vLLM's real SSE)."""
+    sse = (FIXTURES / "chat-stream-sse.txt").read_bytes()
+    for cut in (1, 7, len(sse) // 2, len(sse)):
+        reader = UsageReader()
+        reader.feed(b"")  # an empty first chunk decides nothing
+        for i in range(0, len(sse), cut):
+            reader.feed(sse[i : i + cut])
+        reader.feed(b"", end_of_stream=True)
+        assert reader.sse is True
+        assert reader.usage == Usage(prompt_tokens=2, completion_tokens=5)
+    body = (FIXTURES / "completion-lora.json").read_bytes()
+    expected = orjson.loads(body)["usage"]
+    whole, split = UsageReader(), UsageReader()
+    whole.feed(body, end_of_stream=True)
+    split.feed(b"\n" + body[:9])
+    split.feed(body[9:])
+    split.feed(b"", end_of_stream=True)  # Envoy's separate, empty end_of_stream message
+    for reader in (whole, split):
+        assert reader.sse is False
+        assert reader.usage == Usage(expected["prompt_tokens"], expected["completion_tokens"])
+
+
+def test_response_code_attribute() -> None:
+    request = ep.ProcessingRequest(response_body=ep.HttpBody(body=b"{}"))
+    assert read_response_code(request) is None
+    request.attributes["envoy.filters.http.ext_proc"].update({"response.code": 503})
+    assert read_response_code(request) == 503
 
 
 def test_usage_absent_or_garbage() -> None:

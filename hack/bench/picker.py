@@ -5,7 +5,7 @@ In one run: (1) one scheduling decision over 10, 100 and 1,000 endpoints (hack/b
 (2) one front Envoy (1 worker) with three listeners that differ only in ext_proc: (a) none, (b) a
 trivial pass-through ext_proc (request headers + buffered body, JSON rewrite of `model`, nothing
 else; a grpc.aio servicer in its own process), (c) the picker (its own process, real config: EDS,
-override_host, response headers and body for status/usage). Upstream "pods" are direct responses
+override_host, response body for status/usage). Upstream "pods" are direct responses
 of a second Envoy (one listener per pod address, /metrics and /v1/models answered too, so the
 picker scrapes them for real). Load from wrk at concurrency 1 and 16.
 
@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                     profiler = subprocess.Popen(
                         [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(picker_process.pid),
                          "--duration", str(int(duration)), "--format", "raw", "--rate", "250",
-                         "--nonblocking", "--output", str(args.profile)],
+                         "--nonblocking", "--gil", "--output", str(args.profile)],
                         stdout=subprocess.DEVNULL,
                     )  # fmt: skip
                 server_pid = picker_process.pid if name == "picker" else trivial_process.pid

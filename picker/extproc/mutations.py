@@ -42,6 +42,17 @@ def lb_metadata(destination: str) -> struct_pb2.Struct:
     return metadata
 
 
+# Constant answers, built once: grpc serializes them per write and never mutates them. Callers must
+# not mutate them either (build a fresh message with the functions below to add mutations).
+CONTINUE_REQUEST_HEADERS = ep.ProcessingResponse(
+    request_headers=ep.HeadersResponse(response=ep.CommonResponse())
+)
+CONTINUE_RESPONSE_HEADERS = ep.ProcessingResponse(
+    response_headers=ep.HeadersResponse(response=ep.CommonResponse())
+)
+CONTINUE_RESPONSE_BODY = ep.ProcessingResponse(response_body=ep.BodyResponse(response=ep.CommonResponse()))
+
+
 def continue_request_headers() -> ep.ProcessingResponse:
     return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=ep.CommonResponse()))
 

@@ -1,8 +1,9 @@
 """The ext_proc stream state machine: one gRPC stream per HTTP request.
 
 request_headers -> remember attributes, continue; request_body (BUFFERED) -> director.route, answer
-with destination + body mutation, or an ImmediateResponse error; response_headers -> status;
-response_body (STREAMED) -> usage; end of response or stream -> director.finish.
+with destination + body mutation, or an ImmediateResponse error; response_body (STREAMED) -> status
+(the `response.code` attribute on its first message; response headers are SKIPped) and usage;
+end of response or stream -> director.finish. response_headers are still understood (SEND mode).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from api.contract import HEADER_REQUEST_ID
 from picker.director import Director, RequestContext
 from picker.errors import PickerError, error_body
 from picker.extproc import mutations
-from picker.extproc.attributes import header_map, read_attributes, read_subset_hint
+from picker.extproc.attributes import header_map, read_attributes, read_response_code, read_subset_hint
 from picker.extproc.usage import UsageReader
 
 log = structlog.get_logger(__name__)
@@ -47,6 +48,10 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 response = stream.handle(request)
                 if response is not None:
                     await context.write(response)
+                if stream.done:
+                    # Nothing more will come that needs an answer: end the RPC now rather than wait
+                    # for Envoy to close it (saves a read and the cancellation path per request).
+                    break
         except Exception:
             log.exception("ext_proc stream failed", request_id=stream.ctx.request_id if stream.ctx else "")
         finally:
@@ -60,36 +65,43 @@ class _Stream:
         self.status: int | None = None
         self.usage = UsageReader()
         self.immediate = False
+        self.done = False  # the response ended or the picker answered itself: nothing more to process
 
     def handle(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse | None:
         kind = request.WhichOneof("request")
+        if kind == "response_body":  # the most frequent message: one or more per response
+            return self._response_body(request)
         if kind == "request_headers":
             return self._request_headers(request)
         if kind == "request_body":
             return self._request_body(request.request_body)
-        if kind == "response_headers":
+        if kind == "response_headers":  # only when a config still SENDs response headers
             headers = header_map(request.response_headers)
             status = headers.get(":status", "")
             self.status = int(status) if status.isdigit() else None
             self.usage = UsageReader(headers.get("content-type", ""))
             if request.response_headers.end_of_stream:
                 self._finish()
-            return mutations.continue_response_headers()
-        if kind == "response_body":
-            body = request.response_body
-            try:
-                self.usage.feed(body.body, body.end_of_stream)
-            except Exception:  # usage is for metrics only: never disturb the response
-                log.warning("usage parsing failed", exc_info=True)
-            if body.end_of_stream:
-                self._finish()
-            return mutations.continue_response_body()
+            return mutations.CONTINUE_RESPONSE_HEADERS
         if kind == "request_trailers":
             return ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
         if kind == "response_trailers":
             self._finish()
             return ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
         return None
+
+    def _response_body(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
+        if self.status is None and request.attributes:
+            self.status = read_response_code(request)
+        body = request.response_body
+        if self.ctx is not None and self.ctx.endpoint is not None:  # only routed requests are counted
+            try:
+                self.usage.feed(body.body, body.end_of_stream)
+            except Exception:  # usage is for metrics only: never disturb the response
+                log.warning("usage parsing failed", exc_info=True)
+        if body.end_of_stream:
+            self._finish()
+        return mutations.CONTINUE_RESPONSE_BODY
 
     def _request_headers(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
         headers = header_map(request.request_headers)
@@ -101,7 +113,7 @@ class _Stream:
             headers=headers,
         )
         # A request without a body (GET /v1/models, ...) is left to Envoy's own load balancing.
-        return mutations.continue_request_headers()
+        return mutations.CONTINUE_REQUEST_HEADERS
 
     def _request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         if self.ctx is None:  # request_headers must come first; answer rather than guess
@@ -120,6 +132,7 @@ class _Stream:
     def _reject(self, error: PickerError) -> ep.ProcessingResponse:
         assert self.ctx is not None
         self.immediate = True
+        self.done = True
         self.director.reject(self.ctx, error)
         log.info(
             "request rejected",
@@ -134,12 +147,17 @@ class _Stream:
         )
 
     def _finish(self, broken: bool = False) -> None:
+        self.done = True
         if self.ctx is not None and not self.ctx.finished:
             self.director.finish(self.ctx, self.status, self.usage.usage, broken=broken)
 
     def close(self) -> None:
-        """The stream is over: a routed request whose response did not end counts as broken."""
+        """The stream is over (Envoy ends it with the HTTP stream): release what is still in flight.
+
+        A response that began (status known) but whose body never reached end_of_stream, or that
+        had no body at all, still ends here; only one with no response at all counts as broken.
+        """
         try:
-            self._finish(broken=True)
+            self._finish(broken=self.status is None)
         except Exception:
             log.exception("finishing a request failed")

@@ -18,24 +18,30 @@ class Usage:
 
 
 class UsageReader:
-    """Feed response body chunks in order; `usage` holds the last usage seen."""
+    """Feed response body chunks in order; `usage` holds the last usage seen.
+
+    JSON vs SSE comes from the content type when known, else from the body's first byte (a JSON
+    answer starts with `{`, an SSE stream with `data:`, `event:`, `id:` or a `:` comment): with
+    response headers skipped the picker only sees the body.
+    """
 
     def __init__(self, content_type: str = "") -> None:
-        self.sse = "text/event-stream" in content_type.lower()
+        self.sse: bool | None = ("text/event-stream" in content_type.lower()) if content_type else None
         self._buffer = bytearray()
         self._overflow = False
         self.usage: Usage | None = None
 
     def feed(self, chunk: bytes, end_of_stream: bool = False) -> None:
+        if self.sse is None:
+            head = chunk.lstrip()
+            if not head:
+                return  # nothing told yet (empty or whitespace chunk): an empty body has no usage
+            self.sse = head[:1] not in (b"{", b"[")
         if self.sse:
-            self._buffer += chunk
-            *lines, rest = bytes(self._buffer).split(b"\n")
-            self._buffer = bytearray(rest)
-            for line in lines:
-                self._sse_line(line)
-            if end_of_stream and self._buffer:
-                self._sse_line(bytes(self._buffer))
-                self._buffer.clear()
+            self._feed_sse(chunk, end_of_stream)
+            return
+        if end_of_stream and not self._buffer:  # the whole answer in one chunk: no copy
+            self._take(_loads(chunk))
             return
         if not self._overflow:
             if len(self._buffer) + len(chunk) > MAX_JSON_BYTES:
@@ -46,6 +52,20 @@ class UsageReader:
         if end_of_stream and not self._overflow and self._buffer:
             self._take(_loads(bytes(self._buffer)))
             self._buffer.clear()
+
+    def _feed_sse(self, chunk: bytes, end_of_stream: bool) -> None:
+        # Only lines that mention usage are decoded; a chunk without one is scanned, not split.
+        if self._buffer:
+            self._buffer += chunk
+            data = bytes(self._buffer)
+        else:
+            data = chunk
+        cut = data.rfind(b"\n") + 1
+        complete, rest = (data, b"") if end_of_stream else (data[:cut], data[cut:])
+        if b'"usage"' in complete:
+            for line in complete.split(b"\n"):
+                self._sse_line(line)
+        self._buffer = bytearray(rest)
 
     def _sse_line(self, line: bytes) -> None:
         line = line.strip()
