@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import sys
 import tempfile
@@ -279,6 +280,25 @@ class LocalGateway:
     async def wait_ready(self, timeout: float = 60.0) -> None:
         await self.wait_picker_ready(timeout)
         await self.wait_listening(timeout)
+        await self.wait_endpoints()
+
+    async def wait_endpoints(self, timeout: float = 15.0) -> None:
+        """Until each inference target cluster has hosts from the picker's EDS (or `timeout` passes).
+
+        Envoy warms an EDS cluster for at most its initial_fetch_timeout and then serves it empty: on a
+        loaded machine the first requests would get "no healthy upstream". A target no pod serves stays
+        empty for good, so running out of time here is not an error.
+        """
+        assert self.envoy is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            text = await asyncio.to_thread(self.envoy.admin_get, "/clusters?format=json")
+            statuses = json.loads(text).get("cluster_statuses", [])
+            targets = [c for c in statuses if c["name"].startswith("inference/")]
+            targets = [c for c in targets if not c["name"].endswith("/picker")]
+            if targets and all(c.get("host_statuses") for c in targets):
+                return
+            await asyncio.sleep(0.1)
 
     async def wait_listening(self, timeout: float = 60.0) -> None:
         """Until Envoy accepts connections on every Gateway listener (it warms them after the ACK)."""
