@@ -8,9 +8,7 @@ google_grpc and override_host with a least_request fallback, delivered dynamical
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +31,7 @@ from api.contract import (
     MetadataKey,
     Role,
 )
-from hack.local_gateway.envoy import envoy_binary
-
-ENVOY = Path(envoy_binary())
+from hack.local_gateway.envoy import EnvoyProcess
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -435,30 +431,13 @@ def write_envoy_config(
     return path
 
 
-def start_envoy(bootstrap: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    base_id = 1000 + (os.getpid() * 7 + time.monotonic_ns()) % 60000
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [
-                str(ENVOY),
-                "-c",
-                str(bootstrap),
-                "--base-id",
-                str(base_id),
-                "--log-level",
-                "warn",
-                "--concurrency",
-                "1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+def start_envoy(bootstrap: Path, log_path: Path) -> EnvoyProcess:
+    """Envoy on the bootstrap write_envoy_config wrote, logging to `log_path`."""
+    envoy = EnvoyProcess(json.loads(bootstrap.read_text()), concurrency=1)
+    envoy.log_path = log_path
+    envoy.start()
+    return envoy
 
 
-def stop_envoy(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def stop_envoy(envoy: EnvoyProcess) -> None:
+    envoy.stop()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,10 +29,9 @@ from google.protobuf.json_format import MessageToJson
 
 from api.contract import HEADER_DESTINATION_ENDPOINT, METADATA_NAMESPACE, CompileRole, Role
 from extserver.compile import metadata
-from hack.local_gateway.envoy import envoy_binary
+from hack.local_gateway.envoy import EnvoyProcess
 from tests.compile_cases import run_case
 
-ENVOY = Path(envoy_binary())
 # Cases with one Gateway each (two Gateways on one port cannot share one Envoy: that is EG's per-IR split).
 CASES = [
     "seed-lora-canary",
@@ -117,36 +114,8 @@ def _serve_from_files(
     return ports
 
 
-@dataclass
-class RunningEnvoy:
-    process: subprocess.Popen[bytes]
-    admin: str
-    log: Path
-
-    def get(self, path: str) -> str:
-        import urllib.request
-
-        with urllib.request.urlopen(f"{self.admin}{path}", timeout=5) as answer:
-            return str(answer.read().decode())
-
-    def config_dump(self) -> dict[str, Any]:
-        return dict(json.loads(self.get("/config_dump")))
-
-    def stats(self) -> dict[str, int]:
-        values = {}
-        for line in self.get("/stats").splitlines():
-            name, _, value = line.partition(": ")
-            if value.strip().lstrip("-").isdigit():
-                values[name] = int(value)
-        return values
-
-
-@pytest.fixture
-def envoy_dir(tmp_path: Path) -> Path:
-    return tmp_path
-
-
-def _start_envoy(directory: Path) -> RunningEnvoy:
+def _start_envoy(directory: Path) -> EnvoyProcess:
+    """Envoy reading CDS and LDS from files in `directory`: dynamically, as Envoy Gateway delivers xDS."""
     bootstrap = {
         "node": {"id": "test-node", "cluster": "test-cluster"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
@@ -161,51 +130,20 @@ def _start_envoy(directory: Path) -> RunningEnvoy:
             },
         },
     }
-    (directory / "bootstrap.json").write_text(json.dumps(bootstrap))
-    address_file = directory / "admin.txt"
-    log = directory / "envoy.log"
-    process = subprocess.Popen(
-        [
-            str(ENVOY),
-            "-c",
-            str(directory / "bootstrap.json"),
-            "--base-id",
-            str(random.randint(10_000, 4_000_000)),
-            "--admin-address-path",
-            str(address_file),
-            "--concurrency",
-            "1",
-            "-l",
-            "warning",
-            "--log-path",
-            str(log),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while not (address_file.exists() and address_file.read_text().strip()):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"envoy did not start: {log.read_text() if log.exists() else ''}")
-        time.sleep(0.05)
-    return RunningEnvoy(process, f"http://{address_file.read_text().strip()}", log)
+    envoy = EnvoyProcess(bootstrap, concurrency=1)
+    envoy.start(timeout=STARTUP_SECONDS)
+    return envoy
 
 
 @pytest.fixture
-def envoy_runner(tmp_path: Path) -> Iterator[list[RunningEnvoy]]:
-    started: list[RunningEnvoy] = []
+def envoy_runner() -> Iterator[list[EnvoyProcess]]:
+    started: list[EnvoyProcess] = []
     yield started
     for envoy in started:
-        envoy.process.terminate()
-        try:
-            envoy.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            envoy.process.kill()
-            envoy.process.wait()
+        envoy.stop()
 
 
-def _wait_until_settled(envoy: RunningEnvoy, listeners: set[str], clusters: set[str]) -> dict[str, Any]:
+def _wait_until_settled(envoy: EnvoyProcess, listeners: set[str], clusters: set[str]) -> dict[str, Any]:
     """Until every listener and cluster is active (EDS clusters warm until the picker answers)."""
     deadline = time.monotonic() + STARTUP_SECONDS
     while True:
@@ -221,17 +159,17 @@ def _wait_until_settled(envoy: RunningEnvoy, listeners: set[str], clusters: set[
                     active_listeners.add(item["name"])
         if clusters <= active_clusters and listeners <= active_listeners and not warming:
             return dump
-        if envoy.process.poll() is not None or time.monotonic() > deadline:
+        if not envoy.running or time.monotonic() > deadline:
             raise AssertionError(
                 f"not settled: clusters missing {sorted(clusters - active_clusters)}, "
                 f"warming {sorted(warming)}, "
-                f"listeners missing {sorted(listeners - active_listeners)}\n{envoy.log.read_text()[-3000:]}"
+                f"listeners missing {sorted(listeners - active_listeners)}\n{envoy.log_tail(60)}"
             )
         time.sleep(0.2)
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_envoy_loads_compiled_xds(case: str, tmp_path: Path, envoy_runner: list[RunningEnvoy]) -> None:
+def test_envoy_loads_compiled_xds(case: str, tmp_path: Path, envoy_runner: list[EnvoyProcess]) -> None:
     result = run_case(case)
     (gateway,) = result.gateways.values()
     _serve_from_files(tmp_path, gateway.clusters, gateway.listeners, gateway.routes)
@@ -297,7 +235,7 @@ def _point_targets_at(clusters: Sequence[Cluster], port: int) -> list[Cluster]:
 
 
 async def test_client_destination_header_is_stripped_and_fail_open_keeps_the_split(
-    tmp_path: Path, envoy_runner: list[RunningEnvoy], echo_port: int
+    tmp_path: Path, envoy_runner: list[EnvoyProcess], echo_port: int
 ) -> None:
     """Picker down (FailOpen): a client's x-gateway-destination-endpoint never reaches the upstream or the
     load balancer, and the Lua fallback rewrites `model` to the weighted cluster's target."""
@@ -331,7 +269,7 @@ async def test_client_destination_header_is_stripped_and_fail_open_keeps_the_spl
                     f"{url}/v1/completions", data=payload.encode(), headers=headers, skip_auto_headers=skip
                 ) as answer:
                     text = await answer.text()
-                    assert answer.status == 200, (content_type, text, envoy.log.read_text()[-1500:])
+                    assert answer.status == 200, (content_type, text, envoy.log_tail(30))
                     echoed = json.loads(text)
                 lowered = {k.lower() for k in echoed["headers"]}
                 assert HEADER_DESTINATION_ENDPOINT not in lowered
@@ -438,14 +376,14 @@ async def _completions(session: aiohttp.ClientSession, url: str, count: int) -> 
     return servers
 
 
-def _cluster_stats(envoy: RunningEnvoy, suffix: str) -> int:
+def _cluster_stats(envoy: EnvoyProcess, suffix: str) -> int:
     return sum(
         v for k, v in envoy.stats().items() if k.startswith("cluster.inference/") and k.endswith(suffix)
     )
 
 
 async def test_dead_pod_loses_no_request_on_the_fallback_path(
-    tmp_path: Path, envoy_runner: list[RunningEnvoy], echo_servers: list[EchoServer]
+    tmp_path: Path, envoy_runner: list[EnvoyProcess], echo_servers: list[EchoServer]
 ) -> None:
     """No destination header (picker down, FailOpen): a killed pod's requests are retried on another pod
     (connect failure before any response byte), and outlier detection ejects it."""
@@ -468,7 +406,7 @@ async def test_dead_pod_loses_no_request_on_the_fallback_path(
 
 
 async def test_dead_picked_pod_falls_through_to_the_next_listed_endpoint(
-    tmp_path: Path, envoy_runner: list[RunningEnvoy], echo_servers: list[EchoServer]
+    tmp_path: Path, envoy_runner: list[EnvoyProcess], echo_servers: list[EchoServer]
 ) -> None:
     """The picker's list names a dead pod first: the retry goes to the next listed endpoint (c), never
     to a pod outside the list (b), and the request succeeds. Outlier detection is off here, so every

@@ -46,10 +46,11 @@ import orjson  # noqa: E402
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep  # noqa: E402
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc  # noqa: E402
 
+from hack.local_gateway.envoy import envoy_binary  # noqa: E402
 from picker.extproc import mutations  # noqa: E402
 
 PYTHON = sys.executable
-ENVOY = ROOT / ".venv" / "bin" / "envoy"
+ENVOY = Path(envoy_binary())
 NS = "default"
 POOL = "pool"
 CLIENT_MODEL = "alias"  # what clients send; the InferenceModel routes it to TARGET_MODEL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -135,12 +136,20 @@ class EnvoyProcess:
             return str(response.read().decode())
 
     def stats(self) -> dict[str, int]:
+        """Every counter and gauge (histograms left out), including those never written."""
         out: dict[str, int] = {}
-        for line in self.admin_get("/stats?usedonly").splitlines():
+        for line in self.admin_get("/stats").splitlines():
             name, _, value = line.partition(": ")
-            if value.strip().isdigit():
+            if value.strip().lstrip("-").isdigit():
                 out[name] = int(value)
         return out
+
+    def config_dump(self) -> dict[str, Any]:
+        return dict(json.loads(self.admin_get("/config_dump")))
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def log_tail(self, lines: int = 40) -> str:
         try:
