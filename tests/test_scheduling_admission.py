@@ -11,9 +11,14 @@ from picker.scheduling.types import Endpoint, InferenceRequest, PodMetrics
 
 
 def ep(
-    waiting: int = 0, kv: float = 0.0, age: float = 0.05, metrics: bool = True, in_flight: int = 0
+    waiting: int = 0,
+    kv: float = 0.0,
+    age: float = 0.05,
+    metrics: bool = True,
+    in_flight: int = 0,
+    running: int = 0,
 ) -> Endpoint:
-    pod = PodMetrics(waiting=waiting, kv_cache_usage=kv) if metrics else None
+    pod = PodMetrics(running=running, waiting=waiting, kv_cache_usage=kv) if metrics else None
     return Endpoint("10.0.0.1:8000", "ns/p", None, pod, age, in_flight)
 
 
@@ -25,7 +30,9 @@ def ep(
         (ep(waiting=2, kv=0.4), 0.5),
         (ep(waiting=1, kv=0.8), 1.0),
         (ep(waiting=10), 2.0),
-        (ep(waiting=1, in_flight=4), 1.0),
+        (ep(waiting=1, in_flight=5), 1.0),  # 4 sent since the scrape: may all be queued
+        (ep(running=5, in_flight=5), 0.0),  # in flight and running: not queued
+        (ep(running=4, waiting=1, in_flight=7), 0.6),  # 2 beyond the scrape + 1 waiting
         (ep(age=0.5), 1.0),  # stale
         (ep(metrics=False), 1.0),
     ],

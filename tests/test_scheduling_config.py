@@ -17,11 +17,10 @@ def test_empty_config_is_the_default() -> None:
     assert parse_config_text("") == DEFAULT_CONFIG
     scheduler = build_scheduler()
     assert [w.name for w in scheduler.scorers] == [
-        "queue-scorer",
-        "kv-cache-utilization-scorer",
+        "in-flight-load-scorer",
         "prefix-cache-scorer",
         "lora-affinity-scorer",
-        "in-flight-load-scorer",
+        "kv-cache-utilization-scorer",
     ]
     assert scheduler.prefix_index is not None
 

@@ -8,11 +8,13 @@ from collections.abc import Sequence
 import pytest
 
 from picker.scheduling.framework import CycleState
+from picker.scheduling.params import ConfigError, Params
 from picker.scheduling.plugins.filters.model import ModelFilter
 from picker.scheduling.plugins.filters.readiness import ReadinessFilter
 from picker.scheduling.plugins.filters.subset_hint import SubsetHintFilter
 from picker.scheduling.plugins.pickers.max_score import MaxScorePicker
 from picker.scheduling.plugins.scorers.in_flight import InFlightLoadScorer
+from picker.scheduling.plugins.scorers.in_flight import from_parameters as in_flight_from_parameters
 from picker.scheduling.plugins.scorers.kv_cache import KvCacheScorer
 from picker.scheduling.plugins.scorers.lora_affinity import LoraAffinityScorer
 from picker.scheduling.plugins.scorers.prefix_cache import PrefixCacheScorer
@@ -218,15 +220,37 @@ def test_prefix_scorer_is_per_model() -> None:
 @pytest.mark.parametrize(
     ("endpoints", "expected"),
     [
+        # load = max(in flight, running + waiting): 4, 2, 2 -> 2 above the least costs 2/16
         (
             [ep(1, running=4), ep(2, running=0, in_flight=2), ep(3, waiting=1, running=1, in_flight=2)],
-            [0.0, 1.0, 0.0],
+            [0.875, 1.0, 1.0],
         ),
-        ([ep(1, running=2), ep(2, in_flight=2)], [1.0, 1.0]),
+        # requests in flight that the scrape already counts as running are not counted twice
+        ([ep(1, running=2), ep(2, in_flight=2), ep(3, running=2, in_flight=2)], [1.0, 1.0, 1.0]),
+        # a burst sent since the last scrape counts at once
+        ([ep(1, running=1, in_flight=5), ep(2, running=1)], [0.75, 1.0]),
     ],
 )
 def test_in_flight_load_scorer(endpoints: list[Endpoint], expected: list[float]) -> None:
-    assert expand(InFlightLoadScorer().score(cycle(), endpoints), len(endpoints)) == pytest.approx(expected)
+    scores = InFlightLoadScorer(load_range=16).score(cycle(), endpoints)
+    assert expand(scores, len(endpoints)) == pytest.approx(expected)
+
+
+def test_in_flight_load_scorer_costs_the_same_per_request_at_any_load() -> None:
+    """Smooth, not min-max: one extra request is a small difference, and it saturates at loadRange."""
+    scorer = InFlightLoadScorer(load_range=4)
+    idle = expand(scorer.score(cycle(), [ep(1), ep(2, in_flight=1)]), 2)
+    busy = expand(scorer.score(cycle(), [ep(1, running=10), ep(2, running=11)]), 2)
+    assert idle == pytest.approx([1.0, 0.75])
+    assert busy == pytest.approx(idle)
+    far = expand(scorer.score(cycle(), [ep(1), ep(2, in_flight=9)]), 2)
+    assert far == pytest.approx([1.0, 0.0])
+
+
+def test_in_flight_load_scorer_load_range_parameter() -> None:
+    assert in_flight_from_parameters(Params({"loadRange": 2}, "p")).load_range == 2
+    with pytest.raises(ConfigError, match="loadRange"):
+        in_flight_from_parameters(Params({"loadRange": 0}, "p"))
 
 
 # ---- picker -----------------------------------------------------------------------------------

@@ -79,6 +79,38 @@ def test_prefix_affinity_after_record() -> None:
         assert isinstance(again, Decision) and again.primary == first.primary
 
 
+def test_prefix_affinity_holds_against_a_small_imbalance_and_yields_to_a_large_one() -> None:
+    """A cached prefix is worth a few extra requests on its pod, not an unbounded queue."""
+    scheduler = build_scheduler(rng=random.Random(7))
+    prompt = "shared system prompt " * 40
+    first = scheduler.schedule(request(prompt=prompt), [ep(n) for n in range(1, 5)])
+    assert isinstance(first, Decision)
+    scheduler.record(first)
+    holder = int(first.primary.split(".")[3].split(":")[0])
+    for extra, stays in ((2, True), (8, True), (40, False)):
+        endpoints = [ep(n, in_flight=extra if n == holder else 0) for n in range(1, 5)]
+        decision = scheduler.schedule(request(prompt=prompt + f" question {extra}"), endpoints)
+        assert isinstance(decision, Decision)
+        assert (decision.primary == first.primary) is stays, extra
+
+
+def test_load_breaks_ties_between_endpoints_holding_the_prefix() -> None:
+    scheduler = build_scheduler(rng=random.Random(9))
+    prompt = "shared system prompt " * 40
+    for n in (1, 2):  # the prompt went to two endpoints (a spill replicated it)
+        scheduler.record(Decision((f"10.0.0.{n}:8000",), prefix_hashes=scheduler_hashes(scheduler, prompt)))
+    # the idle endpoint 3 lacks the prefix: it loses to the lighter-loaded of the two holders
+    loaded = [ep(1, in_flight=3), ep(2, in_flight=1), ep(3)]
+    decision = scheduler.schedule(request(prompt=prompt), loaded)
+    assert isinstance(decision, Decision) and decision.primary == "10.0.0.2:8000"
+
+
+def scheduler_hashes(scheduler: Scheduler, prompt: str) -> tuple[int, ...]:
+    decision = scheduler.schedule(request(prompt=prompt), [ep(9)])
+    assert isinstance(decision, Decision)
+    return decision.prefix_hashes
+
+
 def test_rejections_from_filters() -> None:
     scheduler = build_scheduler(rng=random.Random(0))
     not_found = scheduler.schedule(request("missing"), [ep(1)])

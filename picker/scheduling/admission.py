@@ -1,8 +1,9 @@
 """Admission: shed low-priority requests while the pool is saturated (pure functions).
 
 Pool saturation is the mean over the request's candidate endpoints of
-`max(waiting / queueThreshold, kv / kvThreshold)`, where stale or missing metrics count 1.0 and no
-endpoint at all counts 1.0. The pool is saturated when the mean is >= 1.0.
+`max(waiting / queueThreshold, kv / kvThreshold)` (`waiting` plus this replica's in-flight requests
+beyond the scraped running + waiting: sent since the last scrape), where stale or missing metrics
+count 1.0 and no endpoint at all counts 1.0. The pool is saturated when the mean is >= 1.0.
 `Critical` is never shed, `Sheddable` is shed when saturated, `Standard` only if configured.
 """
 
@@ -57,7 +58,10 @@ def endpoint_saturation(
         in_flight = 0
     elif in_flight is None:
         in_flight = endpoint.in_flight
-    waiting = metrics.waiting + in_flight
+    # In-flight requests include the running ones: only those beyond the scraped running + waiting
+    # (sent since the last scrape) may still be queued. Adding them all would call a pod busy with
+    # five running requests "full" and shed at moderate load.
+    waiting = metrics.waiting + max(0, in_flight - metrics.running - metrics.waiting)
     return max(waiting / config.queue_threshold, metrics.kv_cache_usage / config.kv_threshold)
 
 

@@ -97,3 +97,19 @@ def with_in_flight(cycle: CycleState, candidates: Sequence[Endpoint], base: Floa
     """`base` plus each candidate's in-flight count (a new array only when some are in flight)."""
     in_flight = in_flight_column(cycle, candidates)
     return base if in_flight is None else base + in_flight
+
+
+def relative_scores(values: FloatArray, span: float) -> FloatArray | float:
+    """`1 - (v - min) / span`, clipped to [0, 1]: each unit above the lowest costs the same (1/span).
+
+    Unlike min-max normalisation, a difference of one request between otherwise idle endpoints stays
+    a small difference, so it cannot outweigh a strong preference (a cached prefix) from another scorer.
+    A bare 1.0 when all values are equal (the ranking cannot change).
+    """
+    if not values.size:
+        return 1.0
+    low = values.min()
+    if values.max() == low:
+        return 1.0
+    scores: FloatArray = np.clip(1.0 - (values - low) * (1.0 / span), 0.0, 1.0)
+    return scores

@@ -2,12 +2,16 @@
 
 ```yaml
 plugins:                          # optional: instances with parameters (name defaults to type)
-  - type: prefix-cache-scorer
-    name: prefix
-    parameters: {blockSize: 64}
-profile:                          # optional: defaults below
+  - type: in-flight-load-scorer
+    name: load
+    parameters: {loadRange: 32}
+profile:                          # optional; these are the defaults (SchedulerConfig)
   filters: [model-filter, subset-hint-filter, readiness-filter]
-  scorers: [{name: queue-scorer, weight: 2}, {name: prefix, weight: 3}]
+  scorers:
+    - {name: load, weight: 8}                        # in-flight-load-scorer
+    - {name: prefix-cache-scorer, weight: 6}
+    - {name: lora-affinity-scorer, weight: 2}
+    - {name: kv-cache-utilization-scorer, weight: 1}
   picker: max-score-picker
 admission: {queueThreshold: 5, kvCacheThreshold: 0.8, metricsStalenessSeconds: 0.2, shedStandard: false}
 metricNames: {base: vllm}         # which series to scrape (picker.modelserver.names)
@@ -44,12 +48,18 @@ class PluginSpec:
 class SchedulerConfig:
     plugins: tuple[PluginSpec, ...] = ()
     filters: tuple[str, ...] = ("model-filter", "subset-hint-filter", "readiness-filter")
+    # Load (live in-flight counts, smooth) decides unless a cached prompt prefix or a loaded LoRA
+    # adapter is worth more. Each request above the least-loaded candidate costs 8 / loadRange 32 =
+    # 0.25, so a full prefix match outweighs up to 24 extra requests and a running adapter (instead
+    # of an eviction) 8; the load weight (8) exceeds the prefix weight (6), so a big enough imbalance
+    # always wins. A miss costs a full prefill that also stalls every running sequence of the pod, an
+    # extra running request little (docs/benchmarks.md). `queue-scorer` is not in the default
+    # profile: the load scorer already counts `waiting`, and live rather than 50 ms stale.
     scorers: tuple[tuple[str, float], ...] = (
-        ("queue-scorer", 2.0),
-        ("kv-cache-utilization-scorer", 2.0),
-        ("prefix-cache-scorer", 3.0),
+        ("in-flight-load-scorer", 8.0),
+        ("prefix-cache-scorer", 6.0),
         ("lora-affinity-scorer", 2.0),
-        ("in-flight-load-scorer", 1.0),
+        ("kv-cache-utilization-scorer", 1.0),
     )
     picker: str = "max-score-picker"
     admission: AdmissionConfig = DEFAULT_ADMISSION
