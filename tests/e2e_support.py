@@ -15,7 +15,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from hack.local_gateway.run import LocalGateway, LocalGatewayOptions, free_port
+from hack.local_gateway.run import LocalGateway, LocalGatewayOptions
+from hack.ports import free_port
 from hack.sim import SERVER_HEADER
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,6 @@ google_grpc and override_host with a least_request fallback, delivered dynamical
 from __future__ import annotations
 
 import json
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,26 +31,6 @@ from api.contract import (
     Role,
 )
 from hack.local_gateway.envoy import EnvoyProcess
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def common_free_port(hosts: list[str]) -> int:
-    """A port free on every one of `hosts` (pods of one pool share the target port)."""
-    for _ in range(50):
-        port = free_port(hosts[0])
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((host, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no common free port")
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from google.protobuf.json_format import MessageToJson
 from api.contract import HEADER_DESTINATION_ENDPOINT, METADATA_NAMESPACE, CompileRole, Role
 from extserver.compile import metadata
 from hack.local_gateway.envoy import EnvoyProcess
+from hack.ports import free_port
 from tests.compile_cases import run_case
 
 # Cases with one Gateway each (two Gateways on one port cannot share one Envoy: that is EG's per-IR split).
@@ -46,10 +46,6 @@ CASES = [
 STARTUP_SECONDS = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _write_resources(path: Path, messages: Sequence[Any], type_url: str) -> None:
@@ -74,7 +70,7 @@ def _serve_from_files(
         copy = Listener()
         copy.CopyFrom(listener)
         copy.address.socket_address.address = "127.0.0.1"
-        copy.address.socket_address.port_value = ports.setdefault(copy.name, _free_port())
+        copy.address.socket_address.port_value = ports.setdefault(copy.name, free_port())
         chains = [
             *copy.filter_chains,
             *([copy.default_filter_chain] if copy.HasField("default_filter_chain") else []),
@@ -207,7 +203,7 @@ async def echo_port() -> AsyncIterator[int]:
     app.router.add_route("*", "/{tail:.*}", _echo)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     yield port
@@ -301,7 +297,7 @@ async def _start_echo(name: str) -> EchoServer:
     app.router.add_route("*", "/{tail:.*}", answer)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return EchoServer(name, port, runner)
 

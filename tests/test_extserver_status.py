@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from extserver.hooks import (
     condition_updates,
 )
 from extserver.hooks.pipeline import run_hooks, run_hooks_via
+from hack.ports import free_port
 from tests.compile_cases import compile_inputs, load_objects
 from tests.k8s_fake_server import FakeKubeApi, model_v1alpha2, pool_v1alpha2
 
@@ -219,10 +219,6 @@ async def test_translate_cli_path_still_logs_without_an_api_server() -> None:
     assert inputs.models
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _kubeconfig(path: Path, server: str) -> Path:
@@ -292,7 +288,7 @@ async def test_python_m_extserver_serve_writes_conditions_to_the_api_server(
     api = fake.api_client()
     server_url = str(api.configuration.host)
     api.close()
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "extserver.log"
     process = _start_extserver(tmp_path, server_url, port, log)
     try:

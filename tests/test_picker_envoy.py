@@ -18,12 +18,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from api.contract import HEADER_DESTINATION_ENDPOINT
 from api.sources.files import FileSource
+from hack.ports import common_free_port, free_port
 from picker.server import PickerConfig, PickerServer
 from tests.picker_envoy_support import (
     FakeModelServer,
     ModelRoute,
-    common_free_port,
-    free_port,
     start_envoy,
     stop_envoy,
     write_envoy_config,

@@ -15,12 +15,12 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from hack.ports import common_free_port
 from hack.sim import (
     SERVER_HEADER,
     SimFleet,
     SimServer,
     SimServerConfig,
-    find_common_free_port,
     load_fleet_config,
 )
 from hack.sim.__main__ import build_fleet
@@ -524,7 +524,7 @@ async def test_stats_count_requests_per_model_and_keep_last_body(
 
 async def test_fleet_on_loopback_addresses_shares_one_port(http: aiohttp.ClientSession) -> None:
     hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
-    port = find_common_free_port(hosts)
+    port = common_free_port(hosts)
     configs = [
         SimServerConfig(host=h, port=port, served_model_name="qwq-32b", time_scale=0.05, name=f"pod-{i}")
         for i, h in enumerate(hosts)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from hack.vllm.server import LOCAL_HTTP, VllmServer, free_port, start_all
+from hack.ports import common_free_port
+from hack.vllm.server import LOCAL_HTTP, VllmServer, start_all
 from hack.vllm.setup import ADAPTER_NAMES, TinyModel, ensure_tiny_model, ensure_vllm
 from picker.modelserver.parse import parse_metrics, parse_models
 
@@ -57,21 +57,8 @@ class VllmPair:
         return self.servers[0].port
 
 
-def _port_free_on_all(hosts: tuple[str, ...]) -> int:
-    for _ in range(20):
-        port = free_port(hosts[0])
-        if all(_bindable(host, port) for host in hosts[1:]):
-            return port
-    raise RuntimeError(f"no port free on all of {hosts}")
 
 
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +66,7 @@ def vllm_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmPair]:
     """Two healthy vLLM servers, like two pods of one pool: same port on 127.0.0.2 and 127.0.0.3."""
     env = ensure_vllm()
     model = ensure_tiny_model(env)
-    port = _port_free_on_all(POD_HOSTS)
+    port = common_free_port(POD_HOSTS)
     logs = tmp_path_factory.mktemp("vllm-logs")
     servers = tuple(
         VllmServer(

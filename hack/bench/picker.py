@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep  # noqa: E402
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc  # noqa: E402
 
 from hack.local_gateway.envoy import envoy_binary  # noqa: E402
+from hack.ports import common_free_port, free_port  # noqa: E402
 from picker.extproc import mutations  # noqa: E402
 
 PYTHON = sys.executable
@@ -124,23 +124,8 @@ async def serve_trivial(port: int) -> None:
 # --- configs ----------------------------------------------------------------------------------------
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
-def common_free_port(hosts: list[str]) -> int:
-    for _ in range(50):
-        port = free_port(hosts[0])
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((host, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no common free port")
 
 
 def _direct(path: str, body: str, content_type: str) -> dict[str, Any]:

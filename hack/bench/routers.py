@@ -14,7 +14,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,15 +26,10 @@ from typing import Any, Protocol
 
 from hack.bench.workloads import SERVICE_HEADER
 from hack.local_gateway.envoy import EnvoyProcess
+from hack.ports import free_port
 
 ROUTERS_VENV = Path(os.environ.get("BENCH_ROUTERS_VENV", str(Path.home() / ".cache" / "bench-routers-venv")))
 ENVOY_POLICIES = {"round_robin": "ROUND_ROBIN", "least_request": "LEAST_REQUEST", "random": "RANDOM"}
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def process_cpu_seconds(pid: int) -> float:

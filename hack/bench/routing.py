@@ -51,7 +51,6 @@ from hack.bench.routers import (  # noqa: E402
     PickerRouter,
     Router,
     external_router_available,
-    free_port,
     process_cpu_seconds,
     start_envoy_router,
     start_external_router,
@@ -66,6 +65,7 @@ from hack.bench.workloads import (  # noqa: E402
     manifests,
     services,
 )
+from hack.ports import free_port  # noqa: E402
 from hack.sim import SimFleet, SimServerConfig  # noqa: E402
 from hack.sim.latency import decode_step_ms, prefill_ms  # noqa: E402
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -35,15 +34,10 @@ from hack.local_gateway.envoy import EnvoyProcess, ads_bootstrap
 from hack.local_gateway.pods import AddressAllocator, LocalPod, pods_from_deployments
 from hack.local_gateway.processes import ManagedProcess
 from hack.local_gateway.translation import Translator, load_manifests
+from hack.ports import free_port
 from hack.sim import SimFleet, SimServerConfig
 
 log = structlog.get_logger("local-gateway")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

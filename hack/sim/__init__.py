@@ -20,7 +20,7 @@ Every answer carries `x-sim-server: <name or host:port>`. TTFT in /metrics is wa
 
 from hack.sim.config import FleetConfig, SimServerConfig, load_fleet_config, parse_lora_modules
 from hack.sim.engine import Engine, EngineConfig
-from hack.sim.fleet import SimFleet, find_common_free_port
+from hack.sim.fleet import SimFleet
 from hack.sim.server import SERVER_HEADER, SimServer
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "SimFleet",
     "SimServer",
     "SimServerConfig",
-    "find_common_free_port",
     "load_fleet_config",
     "parse_lora_modules",
 ]

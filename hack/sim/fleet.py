@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -13,28 +13,6 @@ from aiohttp import web
 
 from hack.sim.config import FleetConfig, SimServerConfig
 from hack.sim.server import SimServer
-
-
-def find_common_free_port(hosts: Sequence[str], attempts: int = 100) -> int:
-    """A TCP port free on every host at once (pool pods share one target port on distinct addresses)."""
-    for _ in range(attempts):
-        probes: list[socket.socket] = []
-        try:
-            first = socket.socket()
-            probes.append(first)
-            first.bind((hosts[0], 0))
-            port: int = first.getsockname()[1]
-            for host in hosts[1:]:
-                probe = socket.socket()
-                probes.append(probe)
-                probe.bind((host, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-    raise OSError(f"no common free port on {len(hosts)} hosts after {attempts} attempts")
 
 
 class SimFleet:

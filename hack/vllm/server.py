@@ -13,7 +13,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from collections import deque
 from pathlib import Path
 from types import TracebackType
 
+from hack.ports import free_port
 from hack.vllm.setup import LORA_RANK, VllmEnv, ensure_tiny_model, ensure_vllm, offline_env
 
 STARTUP_TIMEOUT_S = 240.0
@@ -42,14 +42,6 @@ def _term_with_parent() -> None:
 
 class VllmServerError(RuntimeError):
     """The vLLM server did not come up; the message holds the tail of its log."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port the OS reports free on host (bound and released at once)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class VllmServer:
