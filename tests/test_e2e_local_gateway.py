@@ -234,13 +234,13 @@ async def test_load_aware_routing_avoids_a_slow_pod(tmp_path: Path) -> None:
         assert gw.fleet is not None
         slow = gw.fleet.servers[0]
         slow.set_slowdown(10.0)
-        with_picker = await send_many(gw, body, 600, concurrency=24)
-        assert with_picker.ok == 600, with_picker.errors[:5]
-        picker_share = with_picker.servers[slow.name] / 600
+        with_picker = await send_many(gw, body, 1200, concurrency=24)
+        assert with_picker.ok == 1200, with_picker.errors[:5]
+        picker_share = with_picker.servers[slow.name] / 1200
         gw.stop_picker()
-        fallback = await send_many(gw, body, 600, concurrency=24)
-        assert fallback.ok == 600, fallback.errors[:5]
-        fallback_share = fallback.servers[slow.name] / 600
+        fallback = await send_many(gw, body, 1200, concurrency=24)
+        assert fallback.ok == 1200, fallback.errors[:5]
+        fallback_share = fallback.servers[slow.name] / 1200
         assert picker_share <= 0.25 / 2, (picker_share, dict(with_picker.servers))
         assert picker_share < fallback_share, (picker_share, fallback_share)
 

@@ -193,7 +193,7 @@ def test_lora_affinity_is_neutral_for_base_model() -> None:
 
 def test_prefix_scorer_longest_prefix_fraction() -> None:
     index = PrefixIndex(100)
-    scorer = PrefixCacheScorer(index, block_size=4, max_blocks=256)
+    scorer = PrefixCacheScorer(index, block_size=4, max_blocks=256, full_credit_blocks=4)
     prompt = "abcdefghijklmnop"  # 4 blocks of 4
     hashes = prompt_hashes(prompt, "base", 4)
     index.record("10.0.0.1:8000", hashes[:2])
@@ -201,6 +201,17 @@ def test_prefix_scorer_longest_prefix_fraction() -> None:
     index.record("10.0.0.3:8000", hashes[1:])  # no first block: no prefix at all
     scores = scorer.score(cycle(prompt=prompt), [ep(1), ep(2), ep(3), ep(4)])
     assert expand(scores, 4) == [0.5, 1.0, 0.0, 0.0]
+
+
+def test_prefix_scorer_gives_short_prompts_partial_credit() -> None:
+    """A full match of a short prompt saves little prefill: it earns matched / fullCreditBlocks."""
+    index = PrefixIndex(100)
+    scorer = PrefixCacheScorer(index, block_size=4, full_credit_blocks=8)
+    short, long = "abcdefgh", "abcdefgh" * 8  # 2 and 16 blocks
+    index.record("10.0.0.1:8000", prompt_hashes(short, "base", 4))
+    index.record("10.0.0.2:8000", prompt_hashes(long, "base", 4))
+    assert expand(scorer.score(cycle(prompt=short), [ep(1)]), 1) == [0.25]
+    assert expand(scorer.score(cycle(prompt=long), [ep(1), ep(2)]), 2) == [2 / 16, 1.0]
 
 
 @pytest.mark.parametrize("prompt", ["", "abc"])
@@ -211,7 +222,7 @@ def test_prefix_scorer_short_prompt_scores_zero(prompt: str) -> None:
 
 def test_prefix_scorer_is_per_model() -> None:
     index = PrefixIndex(100)
-    scorer = PrefixCacheScorer(index, block_size=4)
+    scorer = PrefixCacheScorer(index, block_size=4, full_credit_blocks=2)
     index.record("10.0.0.1:8000", prompt_hashes("abcdefgh", "lora-a", 4))
     assert expand(scorer.score(cycle("base", prompt="abcdefgh"), [ep(1)]), 1) == [0.0]
     assert expand(scorer.score(cycle("lora-a", prompt="abcdefgh"), [ep(1)]), 1) == [1.0]

@@ -1,9 +1,12 @@
 """`prefix-cache-scorer`: prefer endpoints recently sent the longest prefix of this prompt.
 
-Score = leading prompt blocks the endpoint holds / prompt blocks (0 for prompts under one block).
+Score = leading prompt blocks the endpoint holds / max(prompt blocks, fullCreditBlocks), 0 for prompts
+under one block. The prefill a cache hit saves grows with the matched length, so a short prompt matched
+in full earns little: otherwise identical short prompts would all herd onto one pod.
 The memory is the scorer's `PrefixIndex`, PER PICKER REPLICA, fed by `Scheduler.record(decision)`.
 
-Parameters: `blockSize` (64 bytes), `maxPrefixBlocksToMatch` (256), `lruCapacityPerServer` (31250).
+Parameters: `blockSize` (64 bytes), `maxPrefixBlocksToMatch` (256), `lruCapacityPerServer` (31250),
+`fullCreditBlocks` (16 blocks, about 256 tokens).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from picker.scheduling.prefix_index import (
 from picker.scheduling.types import Endpoint
 
 TYPE = "prefix-cache-scorer"
+DEFAULT_FULL_CREDIT_BLOCKS = 16
 
 
 class PrefixCacheScorer:
@@ -34,10 +38,12 @@ class PrefixCacheScorer:
         index: PrefixIndex | None = None,
         block_size: int = DEFAULT_BLOCK_SIZE,
         max_blocks: int = DEFAULT_MAX_BLOCKS,
+        full_credit_blocks: int = DEFAULT_FULL_CREDIT_BLOCKS,
     ) -> None:
         self.index = index if index is not None else PrefixIndex()
         self.block_size = block_size
         self.max_blocks = max_blocks
+        self.full_credit_blocks = full_credit_blocks
 
     def hashes(self, cycle: CycleState) -> tuple[int, ...]:
         """The prompt's block hashes, computed once per cycle and shared via cycle.data."""
@@ -55,7 +61,7 @@ class PrefixCacheScorer:
         matched = self.index.match(hashes)
         if not matched:
             return 0.0
-        total = float(len(hashes))
+        total = float(max(len(hashes), self.full_credit_blocks))
         index = positions(cycle, candidates)
         # Sparse: only endpoints holding a prefix get a score; the rest are 0 without a per-endpoint pass.
         return {index[a]: depth / total for a, depth in matched.items() if a in index}
@@ -65,5 +71,6 @@ def from_parameters(params: Params) -> PrefixCacheScorer:
     block_size = params.integer("blockSize", DEFAULT_BLOCK_SIZE, minimum=1)
     max_blocks = params.integer("maxPrefixBlocksToMatch", DEFAULT_MAX_BLOCKS, minimum=1)
     capacity = params.integer("lruCapacityPerServer", DEFAULT_LRU_CAPACITY, minimum=1)
+    full_credit = params.integer("fullCreditBlocks", DEFAULT_FULL_CREDIT_BLOCKS, minimum=1)
     params.done()
-    return PrefixCacheScorer(PrefixIndex(capacity), block_size, max_blocks)
+    return PrefixCacheScorer(PrefixIndex(capacity), block_size, max_blocks, full_credit)
