@@ -135,11 +135,24 @@ def test_missing_required_metric_is_named(drop: str, message: str) -> None:
         "vllm:num_requests_running 1\nvllm:num_requests_waiting NaN\nvllm:kv_cache_usage_perc 0\n",
         "vllm:num_requests_running -1\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0\n",
         "\x00\xff garbage \n{}{}\n",
+        'vllm:num_requests_running{engine=0} 1\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0\n',
     ],
 )
 def test_malformed_metrics_raise_metrics_error(text: str) -> None:
     with pytest.raises(MetricsError):
         parse_metrics(text)
+
+
+def test_label_escapes_timestamps_and_exponents_are_read() -> None:
+    text = (
+        'vllm:num_requests_running{model_name="a \\"quoted\\" \\\\ name",engine="0"} 3.0 1712345678000\n'
+        'vllm:num_requests_waiting{engine="0",} 2e0\n'
+        "vllm:kv_cache_usage_perc 2.5E-1\n"
+        'vllm:lora_requests_info{max_lora="4",running_lora_adapters="a,b",waiting_lora_adapters=""} 1.7e9\n'
+    )
+    metrics = parse_metrics(text)
+    assert (metrics.running, metrics.waiting, metrics.kv_cache_usage) == (3, 2, 0.25)
+    assert metrics.max_loras == 4 and metrics.running_adapters == {"a", "b"}
 
 
 def test_bad_max_lora_label_is_an_error() -> None:

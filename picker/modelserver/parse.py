@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
 from picker.modelserver.names import VLLM, MetricNames, MetricSpec
 from picker.scheduling.types import PodMetrics, ServedModels
@@ -58,17 +58,44 @@ def parse_metrics(text: str, names: MetricNames = VLLM) -> PodMetrics:
     )
 
 
+# One sample line of the Prometheus text format: name, optional {labels}, value, optional timestamp.
+_SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?[ \t]*")
+_LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*(?:,|$)')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
 def _samples(text: str, wanted: frozenset[str]) -> list[Sample]:
-    # Keep only the lines of metrics we read: a vLLM page is ~50 KB, of which we need ~1 KB,
-    # and the Prometheus parser is the scrape loop's main cost.
-    lines = _wanted_lines(text, wanted)
-    out: list[Sample] = []
-    for family in text_string_to_metric_families("\n".join(lines) + "\n"):
-        for sample in family.samples:
-            if math.isnan(sample.value):
-                raise MetricsError(f"metric {sample.name} is NaN")
-            out.append((sample.name, sample.labels, sample.value))
-    return out
+    # Keep only the lines of metrics we read (a vLLM page is ~50 KB, of which we need ~1 KB) and parse
+    # just those: the scrape loop runs every 50 ms per pod, so prometheus_client's general parser,
+    # at ~0.75 ms a page, was its main cost.
+    return [_sample(line) for line in _wanted_lines(text, wanted)]
+
+
+def _sample(line: str) -> Sample:
+    match = _SAMPLE.fullmatch(line)
+    if match is None:
+        raise MetricsError(f"malformed metrics line: {line[:200]!r}")
+    name, label_text, value_text = match.groups()
+    try:
+        value = float(value_text)
+    except ValueError:
+        raise MetricsError(f"metric {name} has a non-numeric value {value_text!r}") from None
+    if math.isnan(value):
+        raise MetricsError(f"metric {name} is NaN")
+    return name, _labels(name, label_text or ""), value
+
+
+def _labels(name: str, text: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    pos = 0
+    while pos < len(text):
+        match = _LABEL.match(text, pos)
+        if match is None or match.end() == pos:
+            raise MetricsError(f"metric {name} has malformed labels: {text[:200]!r}")
+        key, raw = match.groups()
+        labels[key] = re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m.group(0)], raw) if "\\" in raw else raw
+        pos = match.end()
+    return labels
 
 
 def _wanted_lines(text: str, wanted: frozenset[str]) -> list[str]:
