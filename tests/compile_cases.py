@@ -25,6 +25,7 @@ from extserver.compile import (
     patch_route,
 )
 from extserver.egxds import ClusterHookCall, EgXds, RouteHookCall, build_eg_xds_by_gateway
+from extserver.hooks.pipeline import find_cluster, find_route
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.stem for p in (GOLDEN / "in").glob("*.yaml"))
@@ -57,25 +58,15 @@ def apply_hooks(eg: EgXds, inputs: CompileInputs) -> None:
     """Run the Route and Cluster hooks EG would call, in EG's order, in place."""
     for call in eg.hook_calls:
         if isinstance(call, RouteHookCall):
-            for rc in eg.routes:
-                if rc.name != call.route_config:
-                    continue
-                for vhost in rc.virtual_hosts:
-                    if vhost.name != call.virtual_host:
-                        continue
-                    for route in vhost.routes:
-                        if route.name == call.route_name:
-                            new = patch_route(
-                                route, call.extension_resources, call.hostnames, inputs, OPTIONS
-                            )
-                            if new is not None:
-                                route.CopyFrom(new)
+            route = find_route(eg, call)
+            new = patch_route(route, call.extension_resources, call.hostnames, inputs, OPTIONS)
+            if new is not None:
+                route.CopyFrom(new)
         elif isinstance(call, ClusterHookCall):
-            for cluster in eg.clusters:
-                if cluster.name == call.cluster_name:
-                    new_cluster = patch_cluster(cluster, call.backend_extension_resources, inputs, OPTIONS)
-                    if new_cluster is not None:
-                        cluster.CopyFrom(new_cluster)
+            cluster = find_cluster(eg, call.cluster_name)
+            new_cluster = patch_cluster(cluster, call.backend_extension_resources, inputs, OPTIONS)
+            if new_cluster is not None:
+                cluster.CopyFrom(new_cluster)
 
 
 @dataclass

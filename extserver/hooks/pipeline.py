@@ -26,7 +26,7 @@ from extserver.hooks.translation import post_translate_modify
 def route_request(xds: EgXds, call: RouteHookCall) -> PostRouteModifyRequest:
     """The PostRouteModify request EG would send for this call."""
     return PostRouteModifyRequest(
-        route=_find_route(xds, call),
+        route=find_route(xds, call),
         post_route_context=PostRouteExtensionContext(
             extension_resources=[encode_resource(r) for r in call.extension_resources],
             hostnames=list(call.hostnames),
@@ -37,7 +37,7 @@ def route_request(xds: EgXds, call: RouteHookCall) -> PostRouteModifyRequest:
 def cluster_request(xds: EgXds, call: ClusterHookCall) -> PostClusterModifyRequest:
     """The PostClusterModify request EG would send for this call."""
     return PostClusterModifyRequest(
-        cluster=_find_cluster(xds, call.cluster_name),
+        cluster=find_cluster(xds, call.cluster_name),
         post_cluster_context=PostClusterExtensionContext(
             backend_extension_resources=[encode_resource(r) for r in call.backend_extension_resources]
         ),
@@ -97,14 +97,15 @@ async def _run_hooks_before_translation(xds: EgXds, route_hook: RouteHook, clust
         if isinstance(call, RouteHookCall):
             route_answer = await route_hook(route_request(xds, call))
             if route_answer.HasField("route"):
-                _find_route(xds, call).CopyFrom(route_answer.route)
+                find_route(xds, call).CopyFrom(route_answer.route)
         else:
             cluster_answer = await cluster_hook(cluster_request(xds, call))
             if cluster_answer.HasField("cluster"):
-                _find_cluster(xds, call.cluster_name).CopyFrom(cluster_answer.cluster)
+                find_cluster(xds, call.cluster_name).CopyFrom(cluster_answer.cluster)
 
 
-def _find_route(xds: EgXds, call: RouteHookCall) -> Route:
+def find_route(xds: EgXds, call: RouteHookCall) -> Route:
+    """The route a Route hook call is about (EG applies the answer to it in place)."""
     for config in xds.routes:
         if config.name != call.route_config:
             continue
@@ -117,7 +118,8 @@ def _find_route(xds: EgXds, call: RouteHookCall) -> Route:
     raise KeyError(f"route {call.route_name} not in {call.route_config}/{call.virtual_host}")
 
 
-def _find_cluster(xds: EgXds, name: str) -> Cluster:
+def find_cluster(xds: EgXds, name: str) -> Cluster:
+    """The cluster a Cluster hook call is about."""
     for cluster in xds.clusters:
         if cluster.name == name:
             return cluster
