@@ -51,13 +51,37 @@ ATTR_CLUSTER_NAME = "xds.cluster_name"
 ATTR_CLUSTER_METADATA = "xds.cluster_metadata"
 ATTR_ROUTE_METADATA = "xds.route_metadata"
 REQUEST_ATTRIBUTES = (ATTR_CLUSTER_NAME, ATTR_CLUSTER_METADATA, ATTR_ROUTE_METADATA)
-# ext_proc response attributes: Envoy 1.40 sends them on the first response-direction message, so
-# with response headers SKIPped the status arrives (as a number) on the first response_body message.
-ATTR_RESPONSE_CODE = "response.code"
-RESPONSE_ATTRIBUTES = (ATTR_RESPONSE_CODE,)
+# What happened to each routed request reaches the picker through Envoy's gRPC access log service
+# (ALS), not through ext_proc response messages: a response-direction ext_proc message is a blocking
+# round trip per SSE chunk. The picker marks every request it routes with PICKER_METADATA_NAMESPACE
+# (ext_proc dynamic metadata); a response-side Lua filter writes the body's token usage into
+# USAGE_METADATA_NAMESPACE; the access log sends both, with the status, to the picker in batches.
+PICKER_METADATA_NAMESPACE = "inference.networking.x-k8s.io.picker"
+USAGE_METADATA_NAMESPACE = "inference.networking.x-k8s.io.usage"
 
-# ext_proc processing: headers with attributes, buffered request body, streamed response body
-# (BUFFERED would hold back SSE tokens), no trailers.
+
+class PickerMetadataKey:
+    """Keys inside PICKER_METADATA_NAMESPACE (all strings)."""
+
+    POOL = "pool"  # "<namespace>/<name>" of the InferencePool
+    MODEL = "model"  # the model the client asked for
+    TARGET = "target"  # the target model the request was sent as
+    ENDPOINT = "endpoint"  # the primary destination "<ip>:<port>"
+
+
+class UsageMetadataKey:
+    """Keys inside USAGE_METADATA_NAMESPACE (numbers), from the OpenAI `usage` object."""
+
+    PROMPT_TOKENS = "prompt_tokens"
+    COMPLETION_TOKENS = "completion_tokens"
+
+
+ACCESS_LOG_NAME = "inference-gateway"  # HttpGrpcAccessLogConfig.common_config.log_name
+ACCESS_LOG_FLUSH_SECONDS = 0.1  # Envoy's default (1 s) would delay token metrics for no gain
+
+# ext_proc processing: headers with attributes, buffered request body, nothing of the response
+# (Envoy keeps the stream open until the HTTP stream ends, so its end still releases the in-flight
+# count), no trailers.
 EXT_PROC_MESSAGE_TIMEOUT_SECONDS = 10.0
 PICKER_DEADLINE_SECONDS = 2.0  # the picker's own bound per decision, well below the message timeout
 BODY_MUTATION_CHUNK_BYTES = 62_000
@@ -120,12 +144,10 @@ class ExtProcMode:
     REQUEST_HEADER = "SEND"
     REQUEST_BODY = "BUFFERED"
     REQUEST_TRAILER = "SKIP"
-    # SKIP: the status comes as the `response.code` response attribute on the first body message and
-    # JSON vs SSE is told from the body itself. One message fewer per SSE stream; a JSON answer then
-    # comes as a data message plus an empty end_of_stream one (same count as headers + one body), and
-    # measured through Envoy 1.40 that shape gives higher throughput.
+    # Nothing of the response: status and usage come through the access log (see
+    # PICKER_METADATA_NAMESPACE), so the response, SSE tokens included, never waits on the picker.
     RESPONSE_HEADER = "SKIP"
-    RESPONSE_BODY = "STREAMED"  # never BUFFERED: it would hold back SSE tokens
+    RESPONSE_BODY = "NONE"
     RESPONSE_TRAILER = "SKIP"
 
 

@@ -33,6 +33,7 @@ TYPINGS = ROOT / "typings"
 # Envoy API modules the project imports; their transitive closure gets stubs.
 ENVOY_MODULES = (
     "envoy.admin.v3.config_dump_pb2",
+    "envoy.config.accesslog.v3.accesslog_pb2",
     "envoy.config.bootstrap.v3.bootstrap_pb2",
     "envoy.config.cluster.v3.circuit_breaker_pb2",
     "envoy.config.cluster.v3.cluster_pb2",
@@ -49,6 +50,8 @@ ENVOY_MODULES = (
     "envoy.config.listener.v3.listener_pb2",
     "envoy.config.route.v3.route_components_pb2",
     "envoy.config.route.v3.route_pb2",
+    "envoy.data.accesslog.v3.accesslog_pb2",
+    "envoy.extensions.access_loggers.grpc.v3.als_pb2",
     "envoy.extensions.filters.http.ext_proc.v3.ext_proc_pb2",
     "envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2",
     "envoy.extensions.filters.http.health_check.v3.health_check_pb2",
@@ -63,6 +66,7 @@ ENVOY_MODULES = (
     "envoy.extensions.transport_sockets.tls.v3.secret_pb2",
     "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
+    "envoy.service.accesslog.v3.als_pb2",
     "envoy.service.cluster.v3.cds_pb2",
     "envoy.service.discovery.v3.ads_pb2",
     "envoy.service.discovery.v3.discovery_pb2",

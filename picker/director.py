@@ -12,11 +12,11 @@ import structlog
 
 from api.contract import MetadataKey, Role
 from api.model import Criticality, InferenceModel
+from picker.accesslog import Outcome
 from picker.body import ParsedBody, parse_body, rewrite_model
 from picker.datastore import Datastore, PoolView
 from picker.errors import ErrorCode, PickerError
 from picker.extproc.attributes import RequestAttributes
-from picker.extproc.usage import Usage
 from picker.metrics import PickerMetrics
 from picker.scheduling import admission
 from picker.scheduling.admission import DEFAULT_ADMISSION, AdmissionConfig
@@ -46,6 +46,7 @@ class RequestContext:
     # Set once routed:
     model: str = ""
     target: str = ""
+    pool: str = ""
     endpoint: str | None = None  # primary, counted in flight until `finish`
     finished: bool = False
 
@@ -83,6 +84,7 @@ class Director:
         parsed = parse_body(raw, ctx.path, self.max_body_bytes)
         ctx.model = parsed.model
         view = self._pool(ctx)
+        ctx.pool = view.pool.key
         target, criticality = self._target(ctx, view, parsed)
         ctx.target = target
         endpoints = self._candidates(view, target, ctx.subset_hint)
@@ -130,10 +132,8 @@ class Director:
         ctx.finished = True
         self.metrics.errors.labels(ctx.model, ctx.target, error.code.value).inc()
 
-    def finish(
-        self, ctx: RequestContext, status: int | None, usage: Usage | None, broken: bool = False
-    ) -> None:
-        """End of a routed request (response done, or the stream broke): release and observe once."""
+    def finish(self, ctx: RequestContext) -> None:
+        """End of a routed request (Envoy ended its ext_proc stream): release and time it, once."""
         if ctx.finished:
             return
         ctx.finished = True
@@ -143,15 +143,20 @@ class Director:
         series = self.metrics.for_request(ctx.model, ctx.target)
         series.running.dec()
         series.duration.observe(time.monotonic() - ctx.started)
-        if status is not None and status >= 400:
-            self.metrics.errors.labels(ctx.model, ctx.target, ErrorCode.MODEL_SERVER_ERROR.value).inc()
-        if usage is not None:
-            if usage.prompt_tokens is not None:
-                series.input_tokens.observe(usage.prompt_tokens)
-            if usage.completion_tokens is not None:
-                series.output_tokens.observe(usage.completion_tokens)
-        if broken:
-            log.info("stream ended before the response did", request_id=ctx.request_id, endpoint=ctx.endpoint)
+
+    def record_outcome(self, outcome: Outcome) -> None:
+        """Status and token usage of a routed request, from Envoy's access log (maybe another replica's)."""
+        if outcome.status is not None and outcome.status >= 400:
+            self.metrics.errors.labels(
+                outcome.model, outcome.target, ErrorCode.MODEL_SERVER_ERROR.value
+            ).inc()
+        if outcome.prompt_tokens is None and outcome.completion_tokens is None:
+            return
+        series = self.metrics.for_request(outcome.model, outcome.target)
+        if outcome.prompt_tokens is not None:
+            series.input_tokens.observe(outcome.prompt_tokens)
+        if outcome.completion_tokens is not None:
+            series.output_tokens.observe(outcome.completion_tokens)
 
     # --- resolution ----------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import structlog
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.endpoint.v3 import eds_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -25,6 +26,7 @@ from api.contract import (
 )
 from api.sources import Source
 from api.sources.store import ObjectStore
+from picker.accesslog import AccessLogReceiver
 from picker.datastore import Datastore
 from picker.director import Director, Scheduler
 from picker.eds import EndpointDiscovery
@@ -131,6 +133,8 @@ class PickerServer:
         eds_pb2_grpc.add_EndpointDiscoveryServiceServicer_to_server(
             EndpointDiscovery(self.datastore), self._grpc
         )
+        # Status and token usage of routed requests come back through Envoy's access log.
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(AccessLogReceiver(self.director), self._grpc)
         # Envoy health-checks the picker cluster with gRPC health on this (the ext_proc) port.
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         self.grpc_port = self._grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")

@@ -1,8 +1,9 @@
 """Test plumbing for the picker behind real Envoy: fake vLLM-shaped upstreams and a minimal Envoy config.
 
 The Envoy config mirrors the compiled shape (DESIGN §3) with only what the picker needs: header
-strip, json_to_metadata, ext_proc, router; weighted target clusters with EDS from the picker over
-google_grpc and override_host with a least_request fallback, delivered dynamically (CDS/LDS files).
+strip, json_to_metadata, ext_proc, usage Lua, router, the gRPC access log back to the picker;
+weighted target clusters with EDS from the picker over google_grpc and override_host with a
+least_request fallback, delivered dynamically (CDS/LDS files).
 """
 
 from __future__ import annotations
@@ -17,19 +18,23 @@ import orjson
 from aiohttp import web
 
 from api.contract import (
+    ACCESS_LOG_FLUSH_SECONDS,
+    ACCESS_LOG_NAME,
     BODY_METADATA_NAMESPACE,
     BODY_MODEL_KEY,
     CLIENT_STRIPPED_HEADERS,
     EXT_PROC_MESSAGE_TIMEOUT_SECONDS,
     HEADER_DESTINATION_ENDPOINT,
     METADATA_NAMESPACE,
+    PICKER_METADATA_NAMESPACE,
     REQUEST_ATTRIBUTES,
-    RESPONSE_ATTRIBUTES,
     EdsResource,
     ExtProcMode,
     MetadataKey,
+    PickerMetadataKey,
     Role,
 )
+from extserver.compile.filters.usage import usage_lua_code
 from hack.local_gateway.envoy import EnvoyProcess
 
 
@@ -356,7 +361,16 @@ def write_envoy_config(
                     "response_trailer_mode": ExtProcMode.RESPONSE_TRAILER,
                 },
                 "request_attributes": list(REQUEST_ATTRIBUTES),
-                "response_attributes": list(RESPONSE_ATTRIBUTES),
+                # Envoy drops ext_proc dynamic metadata in namespaces not listed here.
+                "metadata_options": {"receiving_namespaces": {"untyped": [PICKER_METADATA_NAMESPACE]}},
+            },
+        },
+        {
+            # As compiled: token usage from the response body into dynamic metadata, for the access log.
+            "name": "envoy.filters.http.lua/inference-usage",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"inline_string": usage_lua_code()},
             },
         },
         {
@@ -364,6 +378,29 @@ def write_envoy_config(
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
         },
     ]
+    # As compiled: routed requests' status and usage go back to the picker over its gRPC access log.
+    access_log = {
+        "name": "envoy.access_loggers.http_grpc",
+        "filter": {
+            "metadata_filter": {
+                "matcher": {
+                    "filter": PICKER_METADATA_NAMESPACE,
+                    "path": [{"key": PickerMetadataKey.TARGET}],
+                    "value": {"present_match": True},
+                },
+                "match_if_key_not_found": False,
+            }
+        },
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+            "common_config": {
+                "log_name": ACCESS_LOG_NAME,
+                "transport_api_version": "V3",
+                "grpc_service": {"envoy_grpc": {"cluster_name": "picker"}},
+                "buffer_flush_interval": f"{ACCESS_LOG_FLUSH_SECONDS:g}s",
+            },
+        },
+    }
     listener = {
         "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
         "name": "inference-test",
@@ -383,6 +420,7 @@ def write_envoy_config(
                                 "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
                             },
                             "http_filters": http_filters,
+                            "access_log": [access_log],
                         },
                     }
                 ]

@@ -27,7 +27,7 @@ from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
 from google.protobuf.json_format import MessageToJson
 
 from api.contract import HEADER_DESTINATION_ENDPOINT, METADATA_NAMESPACE, CompileRole, Role
-from extserver.compile import metadata
+from extserver.compile import metadata, naming
 from hack.local_gateway.envoy import EnvoyProcess
 from hack.ports import free_port
 from tests.compile_cases import run_case
@@ -44,8 +44,6 @@ CASES = [
     "conflicts",
 ]
 STARTUP_SECONDS = 60.0
-
-
 
 
 def _write_resources(path: Path, messages: Sequence[Any], type_url: str) -> None:
@@ -189,7 +187,11 @@ def test_envoy_loads_compiled_xds(case: str, tmp_path: Path, envoy_runner: list[
     rejected = {name: value for name, value in stats.items() if name.endswith("update_rejected") and value}
     assert not rejected, rejected
     # Our metadata survives into config_dump, so it explains itself.
-    assert METADATA_NAMESPACE in json.dumps(dump)
+    text = json.dumps(dump)
+    assert METADATA_NAMESPACE in text
+    # The usage filter and the access log back to the picker are loaded, not dropped.
+    assert naming.USAGE_FILTER in text
+    assert naming.ACCESS_LOG_PREFIX in text
 
 
 async def _echo(request: web.Request) -> web.Response:

@@ -219,8 +219,6 @@ async def test_translate_cli_path_still_logs_without_an_api_server() -> None:
     assert inputs.models
 
 
-
-
 def _kubeconfig(path: Path, server: str) -> Path:
     config = {
         "apiVersion": "v1",

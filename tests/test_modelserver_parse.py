@@ -135,7 +135,7 @@ def test_missing_required_metric_is_named(drop: str, message: str) -> None:
         "vllm:num_requests_running 1\nvllm:num_requests_waiting NaN\nvllm:kv_cache_usage_perc 0\n",
         "vllm:num_requests_running -1\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0\n",
         "\x00\xff garbage \n{}{}\n",
-        'vllm:num_requests_running{engine=0} 1\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0\n',
+        "vllm:num_requests_running{engine=0} 1\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0\n",
     ],
 )
 def test_malformed_metrics_raise_metrics_error(text: str) -> None:

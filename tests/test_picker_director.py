@@ -10,11 +10,11 @@ import pytest
 
 from api.contract import MetadataKey, Role
 from api.sources.store import ObjectStore
+from picker.accesslog import Outcome
 from picker.datastore import Datastore
 from picker.director import Director, RequestContext
 from picker.errors import PickerError
 from picker.extproc.attributes import RequestAttributes
-from picker.extproc.usage import Usage
 from picker.metrics import PickerMetrics
 from picker.scheduling import build_scheduler
 from picker.scheduling.types import (
@@ -118,8 +118,8 @@ def test_routes_to_distinct_ready_endpoints_and_counts_in_flight() -> None:
     assert set(endpoints) <= {f"{ip}:{PORT}" for ip in IPS}
     assert body is None  # model unchanged: the body goes through as sent
     assert rig.in_flight() == {endpoints[0]: 1}
-    rig.director.finish(ctx, 200, Usage(prompt_tokens=3, completion_tokens=2))
-    rig.director.finish(ctx, 200, None)  # a second end (stream close) does not release twice
+    rig.director.finish(ctx)
+    rig.director.finish(ctx)  # a second end does not release twice
     assert rig.in_flight() == {}
 
 
@@ -129,7 +129,7 @@ def test_target_cluster_rewrites_the_model_and_picks_only_pods_serving_it() -> N
         ctx, endpoints, body = rig.route("lora-request", attributes=_target_cluster("ad-1"))
         assert set(endpoints) <= {f"{IPS[0]}:{PORT}", f"{IPS[1]}:{PORT}"}
         assert body is not None and orjson.loads(body) == {"model": "ad-1", "prompt": "hello"}
-        rig.director.finish(ctx, 200, None)
+        rig.director.finish(ctx)
 
 
 def test_catch_all_splits_by_the_inference_model() -> None:
@@ -146,13 +146,13 @@ def test_unreachable_endpoint_is_never_chosen_until_scraped_again() -> None:
     for _ in range(30):
         ctx, endpoints, _ = rig.route()
         assert dead not in endpoints  # neither primary nor fallback
-        rig.director.finish(ctx, 200, None)
+        rig.director.finish(ctx)
     rig.datastore.record_metrics(dead, PodMetrics(max_loras=4))
     seen: set[str] = set()
     for _ in range(60):
         ctx, endpoints, _ = rig.route()
         seen.update(endpoints)
-        rig.director.finish(ctx, 200, None)
+        rig.director.finish(ctx)
     assert dead in seen
 
 
@@ -231,6 +231,25 @@ def test_reject_counts_an_error_and_never_releases() -> None:
     with pytest.raises(PickerError) as caught:
         rig.director.route(ctx, b"{not json")
     rig.director.reject(ctx, caught.value)
-    rig.director.finish(ctx, None, None, broken=True)
+    rig.director.finish(ctx)
     assert rig.in_flight() == {}
     assert b"inference_model_request_error_total" in rig.metrics.exposition()
+
+
+def test_outcomes_from_the_access_log_count_errors_and_tokens_per_model_and_target() -> None:
+    rig = Rig()
+    registry = rig.metrics.registry
+    labels = {"model_name": "alias", "target_model_name": "base"}
+
+    def outcome(status: int | None, prompt: int | None, completion: int | None) -> Outcome:
+        return Outcome("r", "default/pool", "alias", "base", "10.0.0.1:8000", status, prompt, completion)
+
+    rig.director.record_outcome(outcome(200, 90, 16))
+    rig.director.record_outcome(outcome(200, 10, None))
+    rig.director.record_outcome(outcome(502, None, None))
+    rig.director.record_outcome(outcome(None, None, None))  # client gone before a response: nothing
+    assert registry.get_sample_value("inference_model_input_tokens_sum", labels) == 100
+    assert registry.get_sample_value("inference_model_input_tokens_count", labels) == 2
+    assert registry.get_sample_value("inference_model_output_tokens_sum", labels) == 16
+    errors = {**labels, "error_code": "ModelServerError"}
+    assert registry.get_sample_value("inference_model_request_error_total", errors) == 1

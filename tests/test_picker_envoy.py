@@ -254,7 +254,7 @@ def _sample(rig: Rig, name: str, **labels: str) -> float:
 
 
 async def test_status_usage_and_in_flight_recorded_per_model_and_target(rig: Rig) -> None:
-    """Response headers are skipped: status comes from the response.code attribute, usage from the body."""
+    """Nothing of the response goes through ext_proc: status and usage arrive over the access log."""
     labels = {"model_name": "lora-request", "target_model_name": "tweet-summary"}
     other = {"model_name": "lora-request", "target_model_name": "sql-lora"}
 
@@ -297,7 +297,7 @@ async def test_status_usage_and_in_flight_recorded_per_model_and_target(rig: Rig
     async def error_counted() -> bool:
         return server_errors() == errors_before + 1
 
-    await _wait_for(error_counted, "the model server's 500 counted from response.code", timeout=5)
+    await _wait_for(error_counted, "the model server's 500 counted from the access log", timeout=5)
     await _wait_for(
         lambda: not any(rig.picker.datastore.in_flight_counts().values()), "in-flight back to 0", timeout=5
     )

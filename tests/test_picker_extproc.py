@@ -1,4 +1,4 @@
-"""ext_proc building blocks: mutation builders, chunking, attributes in text format, usage reading."""
+"""ext_proc building blocks: mutation builders, chunking, attributes in text format."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from api.contract import (
     LB_METADATA_NAMESPACE,
     LB_SUBSET_HINT_NAMESPACE,
     METADATA_NAMESPACE,
+    PICKER_METADATA_NAMESPACE,
     MetadataKey,
+    PickerMetadataKey,
 )
 from picker.errors import error_body
 from picker.extproc import mutations
@@ -27,10 +29,8 @@ from picker.extproc.attributes import (
     header_map,
     metadata_from_text,
     read_attributes,
-    read_response_code,
     read_subset_hint,
 )
-from picker.extproc.usage import Usage, UsageReader
 
 FIXTURES = Path(__file__).parent / "fixtures" / "picker"
 
@@ -53,6 +53,20 @@ def test_routed_body_response_sets_header_metadata_and_length() -> None:
     assert common.body_mutation.body == b'{"model":"t"}'
     lb = response.dynamic_metadata.fields[LB_METADATA_NAMESPACE].struct_value
     assert lb.fields[HEADER_DESTINATION_ENDPOINT].string_value == "10.0.0.1:8000,10.0.0.2:8000"
+
+
+def test_routed_body_response_marks_the_request_for_the_access_log() -> None:
+    mark = mutations.RoutedMark("default/pool", "alias", "base", "10.0.0.1:8000")
+    response = mutations.routed_body_response("10.0.0.1:8000", None, 5, mark)
+    fields = response.dynamic_metadata.fields
+    picker = fields[PICKER_METADATA_NAMESPACE].struct_value.fields
+    assert {k: v.string_value for k, v in picker.items()} == {
+        PickerMetadataKey.POOL: "default/pool",
+        PickerMetadataKey.MODEL: "alias",
+        PickerMetadataKey.TARGET: "base",
+        PickerMetadataKey.ENDPOINT: "10.0.0.1:8000",
+    }
+    assert fields[LB_METADATA_NAMESPACE].struct_value.fields[HEADER_DESTINATION_ENDPOINT].string_value
 
 
 def test_routed_body_response_without_rewrite_leaves_body() -> None:
@@ -132,61 +146,3 @@ def test_subset_hint() -> None:
     assert read_subset_hint(request) == {"10.0.0.1:8000", "10.0.0.2:8000"}
     request.metadata_context.filter_metadata[LB_SUBSET_HINT_NAMESPACE].update({HEADER_DESTINATION_SUBSET: []})
     assert read_subset_hint(request) == frozenset()
-
-
-def test_usage_from_sse_split_anywhere() -> None:
-    sse = (FIXTURES / "chat-stream-sse.txt").read_bytes()
-    for cut in (1, 7, 100, len(sse) // 2):
-        reader = UsageReader("text/event-stream; charset=utf-8")
-        for i in range(0, len(sse), cut):
-            reader.feed(sse[i : i + cut])
-        reader.feed(b"", end_of_stream=True)
-        assert reader.usage == Usage(prompt_tokens=2, completion_tokens=5)
-
-
-def test_usage_from_json_body() -> None:
-    body = (FIXTURES / "completion-lora.json").read_bytes()
-    expected = orjson.loads(body)["usage"]
-    reader = UsageReader("application/json")
-    reader.feed(body[:50])
-    reader.feed(body[50:], end_of_stream=True)
-    assert reader.usage == Usage(expected["prompt_tokens"], expected["completion_tokens"])
-
-
-def test_usage_without_content_type_tells_json_from_sse_by_the_body() -> None:
-    """Response headers are skipped, so the reader only sees the body (JSON or vLLM's real SSE)."""
-    sse = (FIXTURES / "chat-stream-sse.txt").read_bytes()
-    for cut in (1, 7, len(sse) // 2, len(sse)):
-        reader = UsageReader()
-        reader.feed(b"")  # an empty first chunk decides nothing
-        for i in range(0, len(sse), cut):
-            reader.feed(sse[i : i + cut])
-        reader.feed(b"", end_of_stream=True)
-        assert reader.sse is True
-        assert reader.usage == Usage(prompt_tokens=2, completion_tokens=5)
-    body = (FIXTURES / "completion-lora.json").read_bytes()
-    expected = orjson.loads(body)["usage"]
-    whole, split = UsageReader(), UsageReader()
-    whole.feed(body, end_of_stream=True)
-    split.feed(b"\n" + body[:9])
-    split.feed(body[9:])
-    split.feed(b"", end_of_stream=True)  # Envoy's separate, empty end_of_stream message
-    for reader in (whole, split):
-        assert reader.sse is False
-        assert reader.usage == Usage(expected["prompt_tokens"], expected["completion_tokens"])
-
-
-def test_response_code_attribute() -> None:
-    request = ep.ProcessingRequest(response_body=ep.HttpBody(body=b"{}"))
-    assert read_response_code(request) is None
-    request.attributes["envoy.filters.http.ext_proc"].update({"response.code": 503})
-    assert read_response_code(request) == 503
-
-
-def test_usage_absent_or_garbage() -> None:
-    reader = UsageReader("application/json")
-    reader.feed(b"{not json", end_of_stream=True)
-    assert reader.usage is None
-    sse = UsageReader("text/event-stream")
-    sse.feed(b'data: {"usage": "nope"}\n\ndata: [DONE]\n\n', end_of_stream=True)
-    assert sse.usage is None

@@ -57,10 +57,6 @@ class VllmPair:
         return self.servers[0].port
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def vllm_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmPair]:
     """Two healthy vLLM servers, like two pods of one pool: same port on 127.0.0.2 and 127.0.0.3."""

@@ -11,7 +11,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3.http_connection
 )
 
 from api.model import AttachTo
-from extserver.compile import naming
+from extserver.compile import access_log, naming
 from extserver.compile.filters.order import inference_filters, is_ours, place_filters
 from extserver.compile.inputs import CompileOptions
 from extserver.compile.plan import PoolPlan
@@ -61,21 +61,27 @@ def find_gateway_listeners(listeners: Sequence[Listener], attach: AttachTo) -> l
 
 
 def strip_our_filters(listener: Listener) -> None:
-    """Remove every filter we inserted before (pools may have gone); in place."""
+    """Remove every filter and access log we inserted before (pools may have gone); in place."""
     for network_filter in _hcm_filters(listener):
         hcm = _unpack(network_filter)
-        if hcm is None or not any(is_ours(f) for f in hcm.http_filters):
+        if hcm is None or not (
+            any(is_ours(f) for f in hcm.http_filters) or any(access_log.is_ours(a) for a in hcm.access_log)
+        ):
             continue
         kept = [f for f in hcm.http_filters if not is_ours(f)]
         del hcm.http_filters[:]
         hcm.http_filters.extend(kept)
+        kept_logs = access_log.place_access_logs(list(hcm.access_log), [])
+        del hcm.access_log[:]
+        hcm.access_log.extend(kept_logs)
         network_filter.typed_config.Pack(hcm, deterministic=True)
 
 
 def patch_listener_for_pools(
     listener: Listener, pools_by_route_config: dict[str, list[PoolPlan]], options: CompileOptions
 ) -> None:
-    """Insert our filters into every HCM whose route config serves one of the pools; in place."""
+    """Insert our filters and access logs into every HCM whose route config serves one of the pools; in
+    place."""
     touched = False
     for network_filter in _hcm_filters(listener):
         hcm = _unpack(network_filter)
@@ -87,6 +93,10 @@ def patch_listener_for_pools(
         placed = place_filters(list(hcm.http_filters), inference_filters(pools))
         del hcm.http_filters[:]
         hcm.http_filters.extend(placed)
+        # EG's own access logs (e.g. its file log) stay; ours are replaced.
+        logs = access_log.place_access_logs(list(hcm.access_log), access_log.build_access_logs(pools))
+        del hcm.access_log[:]
+        hcm.access_log.extend(logs)
         network_filter.typed_config.Pack(hcm, deterministic=True)
         touched = True
     if touched:

@@ -10,9 +10,12 @@ _PREFIX = "inference"
 HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation/inference"
 JSON_TO_METADATA_FILTER = "envoy.filters.http.json_to_metadata/inference"
 LUA_FILTER = "envoy.filters.http.lua/inference"
+USAGE_FILTER = "envoy.filters.http.lua/inference-usage"
 EXT_PROC_FILTER_PREFIX = "envoy.filters.http.ext_proc/inference/"
 ROUTER_FILTER = "envoy.filters.http.router"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
+# Our HCM access logs (one per picker cluster); EG's own access logs never carry this prefix.
+ACCESS_LOG_PREFIX = "envoy.access_loggers.http_grpc/inference/"
 
 
 def pool_cluster(namespace: str, pool: str) -> str:
@@ -30,6 +33,11 @@ def picker_cluster(namespace: str, pool: str) -> str:
 
 def ext_proc_filter(namespace: str, pool: str) -> str:
     return f"{EXT_PROC_FILTER_PREFIX}{namespace}/{pool}"
+
+
+def access_log(picker_cluster: str) -> str:
+    """The gRPC access log sending a picker's requests back to it (one per picker cluster)."""
+    return f"{ACCESS_LOG_PREFIX}{picker_cluster}"
 
 
 def model_route(namespace: str, inference_model: str, parent_route: str | None = None) -> str:

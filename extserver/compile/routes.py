@@ -12,7 +12,7 @@ from envoy.type.matcher.v3.metadata_pb2 import MetadataMatcher
 from api import contract
 from api.contract import CompileMetadataKey, MetadataKey, Role
 from extserver.compile import metadata, naming
-from extserver.compile.filters import ext_proc, lua
+from extserver.compile.filters import ext_proc, lua, usage
 from extserver.compile.inputs import CompileOptions
 from extserver.compile.plan import ModelPlan, PoolPlan
 from extserver.compile.resilience import retry_policy
@@ -49,15 +49,23 @@ def _enable_ext_proc() -> bytes:
     return ext_proc.enable_on_route().SerializeToString(deterministic=True)
 
 
+@functools.cache
+def _enable_usage() -> bytes:
+    return usage.enable_on_route().SerializeToString(deterministic=True)
+
+
 @functools.lru_cache(maxsize=8192)
 def _lua_rewrite(target_model: str) -> bytes:
     return lua.per_cluster_rewrite(target_model).SerializeToString(deterministic=True)
 
 
 def apply_pool_settings(route: Route, pool: PoolPlan, options: CompileOptions) -> None:
-    """What every route of a pool needs: the pool's picker switched on, bodies up to max_body_bytes."""
+    """What every route of a pool needs: the pool's picker and the usage filter switched on, bodies up to
+    max_body_bytes."""
     # Packed once and parsed per route: thousands of routes carry the same per-filter config.
     route.typed_per_filter_config[pool.ext_proc_filter].ParseFromString(_enable_ext_proc())
+    # Exactly where the picker runs: only its requests are access-logged, so only they need usage.
+    route.typed_per_filter_config[naming.USAGE_FILTER].ParseFromString(_enable_usage())
     route.request_body_buffer_limit.value = options.max_body_bytes
     if route.HasField("route") and not route.route.HasField("retry_policy"):
         # A retry policy EG set (BackendTrafficPolicy) is the user's choice and stays.

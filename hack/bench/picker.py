@@ -5,7 +5,7 @@ In one run: (1) one scheduling decision over 10, 100 and 1,000 endpoints (hack/b
 (2) one front Envoy (1 worker) with three listeners that differ only in ext_proc: (a) none, (b) a
 trivial pass-through ext_proc (request headers + buffered body, JSON rewrite of `model`, nothing
 else; a grpc.aio servicer in its own process), (c) the picker (its own process, real config: EDS,
-override_host, response body for status/usage). Upstream "pods" are direct responses
+override_host, usage Lua and the gRPC access log for status/usage). Upstream "pods" are direct responses
 of a second Envoy (one listener per pod address, /metrics and /v1/models answered too, so the
 picker scrapes them for real). Load from wrk at concurrency 1 and 16.
 
@@ -122,10 +122,6 @@ async def serve_trivial(port: int) -> None:
 
 
 # --- configs ----------------------------------------------------------------------------------------
-
-
-
-
 
 
 def _direct(path: str, body: str, content_type: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from google.protobuf import json_format, struct_pb2, text_format
 from api.contract import (
     ATTR_CLUSTER_METADATA,
     ATTR_CLUSTER_NAME,
-    ATTR_RESPONSE_CODE,
     ATTR_ROUTE_METADATA,
     HEADER_DESTINATION_SUBSET,
     LB_SUBSET_HINT_NAMESPACE,
@@ -84,19 +83,6 @@ def read_attributes(request: ep.ProcessingRequest) -> RequestAttributes:
         if ATTR_ROUTE_METADATA in fields and route_md is None:
             route_md = _attribute_metadata(fields[ATTR_ROUTE_METADATA])
     return RequestAttributes(cluster_name, cluster_md, route_md)
-
-
-def read_response_code(request: ep.ProcessingRequest) -> int | None:
-    """HTTP status from the `response.code` attribute (first response-direction message), if sent."""
-    for attrs in request.attributes.values():
-        value = attrs.fields.get(ATTR_RESPONSE_CODE)
-        if value is not None:
-            kind = value.WhichOneof("kind")
-            if kind == "number_value":
-                return int(value.number_value)
-            if kind == "string_value" and value.string_value.isdigit():
-                return int(value.string_value)
-    return None
 
 
 def read_subset_hint(request: ep.ProcessingRequest) -> frozenset[str] | None:

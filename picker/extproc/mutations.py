@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 
-from api.contract import BODY_MUTATION_CHUNK_BYTES, HEADER_DESTINATION_ENDPOINT, LB_METADATA_NAMESPACE
+from api.contract import (
+    BODY_MUTATION_CHUNK_BYTES,
+    HEADER_DESTINATION_ENDPOINT,
+    LB_METADATA_NAMESPACE,
+    PICKER_METADATA_NAMESPACE,
+    PickerMetadataKey,
+)
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -42,6 +49,31 @@ def lb_metadata(destination: str) -> struct_pb2.Struct:
     return metadata
 
 
+@dataclass(frozen=True)
+class RoutedMark:
+    """What the picker decided, left in the request's dynamic metadata for the access log to carry back."""
+
+    pool: str
+    model: str
+    target: str
+    endpoint: str
+
+
+def routed_metadata(destination: str, mark: RoutedMark) -> struct_pb2.Struct:
+    """envoy.lb destination plus the picker's mark (PICKER_METADATA_NAMESPACE)."""
+    metadata = lb_metadata(destination)
+    picker = metadata.get_or_create_struct(PICKER_METADATA_NAMESPACE)
+    picker.update(
+        {
+            PickerMetadataKey.POOL: mark.pool,
+            PickerMetadataKey.MODEL: mark.model,
+            PickerMetadataKey.TARGET: mark.target,
+            PickerMetadataKey.ENDPOINT: mark.endpoint,
+        }
+    )
+    return metadata
+
+
 # Constant answers, built once: grpc serializes them per write and never mutates them. Callers must
 # not mutate them either (build a fresh message with the functions below to add mutations).
 CONTINUE_REQUEST_HEADERS = ep.ProcessingResponse(
@@ -51,6 +83,8 @@ CONTINUE_RESPONSE_HEADERS = ep.ProcessingResponse(
     response_headers=ep.HeadersResponse(response=ep.CommonResponse())
 )
 CONTINUE_RESPONSE_BODY = ep.ProcessingResponse(response_body=ep.BodyResponse(response=ep.CommonResponse()))
+CONTINUE_REQUEST_TRAILERS = ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
+CONTINUE_RESPONSE_TRAILERS = ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
 
 
 def continue_request_headers() -> ep.ProcessingResponse:
@@ -66,7 +100,7 @@ def continue_response_body() -> ep.ProcessingResponse:
 
 
 def routed_body_response(
-    destination: str, new_body: bytes | None, content_length: int
+    destination: str, new_body: bytes | None, content_length: int, mark: RoutedMark | None = None
 ) -> ep.ProcessingResponse:
     """Answer to a BUFFERED request body: destination header + metadata, body replaced if rewritten.
 
@@ -80,9 +114,8 @@ def routed_body_response(
     )
     if new_body is not None:
         common.body_mutation.body = new_body
-    return ep.ProcessingResponse(
-        request_body=ep.BodyResponse(response=common), dynamic_metadata=lb_metadata(destination)
-    )
+    metadata = lb_metadata(destination) if mark is None else routed_metadata(destination, mark)
+    return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common), dynamic_metadata=metadata)
 
 
 def chunk_body(body: bytes, chunk_bytes: int = BODY_MUTATION_CHUNK_BYTES) -> list[bytes]:

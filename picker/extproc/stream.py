@@ -1,9 +1,9 @@
 """The ext_proc stream state machine: one gRPC stream per HTTP request.
 
 request_headers -> remember attributes, continue; request_body (BUFFERED) -> director.route, answer
-with destination + body mutation, or an ImmediateResponse error; response_body (STREAMED) -> status
-(the `response.code` attribute on its first message; response headers are SKIPped) and usage;
-end of response or stream -> director.finish. response_headers are still understood (SEND mode).
+with destination + body mutation + the picker's metadata mark, or an ImmediateResponse error. Nothing
+of the response comes here (status and usage arrive through the access log, picker/accesslog.py):
+Envoy keeps the stream open until the HTTP stream ends, so its end is the end of the request.
 """
 
 from __future__ import annotations
@@ -20,10 +20,17 @@ from api.contract import HEADER_REQUEST_ID
 from picker.director import Director, RequestContext
 from picker.errors import PickerError, error_body
 from picker.extproc import mutations
-from picker.extproc.attributes import header_map, read_attributes, read_response_code, read_subset_hint
-from picker.extproc.usage import UsageReader
+from picker.extproc.attributes import header_map, read_attributes, read_subset_hint
 
 log = structlog.get_logger(__name__)
+
+# A config that still sends response-direction messages gets them continued untouched.
+_CONTINUE = {
+    "request_trailers": mutations.CONTINUE_REQUEST_TRAILERS,
+    "response_headers": mutations.CONTINUE_RESPONSE_HEADERS,
+    "response_body": mutations.CONTINUE_RESPONSE_BODY,
+    "response_trailers": mutations.CONTINUE_RESPONSE_TRAILERS,
+}
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
@@ -44,17 +51,16 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             while True:
                 request = await context.read()
                 if not isinstance(request, ep.ProcessingRequest):
-                    break  # grpc.aio.EOF: Envoy closed its side
+                    break  # grpc.aio.EOF: the HTTP stream is over
                 response = stream.handle(request)
                 if response is not None:
                     await context.write(response)
                 if stream.done:
-                    # Nothing more will come that needs an answer: end the RPC now rather than wait
-                    # for Envoy to close it (saves a read and the cancellation path per request).
-                    break
+                    break  # the picker answered itself: nothing more will come
         except Exception:
             log.exception("ext_proc stream failed", request_id=stream.ctx.request_id if stream.ctx else "")
         finally:
+            # EOF, cancellation (client gone, Envoy reset) or failure: the request holds no slot any more.
             stream.close()
 
 
@@ -62,46 +68,15 @@ class _Stream:
     def __init__(self, director: Director) -> None:
         self.director = director
         self.ctx: RequestContext | None = None
-        self.status: int | None = None
-        self.usage = UsageReader()
-        self.immediate = False
-        self.done = False  # the response ended or the picker answered itself: nothing more to process
+        self.done = False  # the picker answered with an ImmediateResponse
 
     def handle(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse | None:
         kind = request.WhichOneof("request")
-        if kind == "response_body":  # the most frequent message: one or more per response
-            return self._response_body(request)
         if kind == "request_headers":
             return self._request_headers(request)
         if kind == "request_body":
             return self._request_body(request.request_body)
-        if kind == "response_headers":  # only when a config still SENDs response headers
-            headers = header_map(request.response_headers)
-            status = headers.get(":status", "")
-            self.status = int(status) if status.isdigit() else None
-            self.usage = UsageReader(headers.get("content-type", ""))
-            if request.response_headers.end_of_stream:
-                self._finish()
-            return mutations.CONTINUE_RESPONSE_HEADERS
-        if kind == "request_trailers":
-            return ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
-        if kind == "response_trailers":
-            self._finish()
-            return ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
-        return None
-
-    def _response_body(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
-        if self.status is None and request.attributes:
-            self.status = read_response_code(request)
-        body = request.response_body
-        if self.ctx is not None and self.ctx.endpoint is not None:  # only routed requests are counted
-            try:
-                self.usage.feed(body.body, body.end_of_stream)
-            except Exception:  # usage is for metrics only: never disturb the response
-                log.warning("usage parsing failed", exc_info=True)
-        if body.end_of_stream:
-            self._finish()
-        return mutations.CONTINUE_RESPONSE_BODY
+        return _CONTINUE.get(kind or "")
 
     def _request_headers(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
         headers = header_map(request.request_headers)
@@ -127,11 +102,11 @@ class _Stream:
             log.exception("routing failed", request_id=ctx.request_id)
             return self._reject(PickerError(500, "internal error in the endpoint picker"))
         destination = mutations.destination_value(routed.endpoints)
-        return mutations.routed_body_response(destination, routed.body, routed.content_length)
+        mark = mutations.RoutedMark(ctx.pool, ctx.model, ctx.target, routed.endpoints[0])
+        return mutations.routed_body_response(destination, routed.body, routed.content_length, mark)
 
     def _reject(self, error: PickerError) -> ep.ProcessingResponse:
         assert self.ctx is not None
-        self.immediate = True
         self.done = True
         self.director.reject(self.ctx, error)
         log.info(
@@ -146,18 +121,11 @@ class _Stream:
             error.status, error_body(error.status, error.message, error.param), details=error.code.value
         )
 
-    def _finish(self, broken: bool = False) -> None:
-        self.done = True
-        if self.ctx is not None and not self.ctx.finished:
-            self.director.finish(self.ctx, self.status, self.usage.usage, broken=broken)
-
     def close(self) -> None:
-        """The stream is over (Envoy ends it with the HTTP stream): release what is still in flight.
-
-        A response that began (status known) but whose body never reached end_of_stream, or that
-        had no body at all, still ends here; only one with no response at all counts as broken.
-        """
+        """The stream is over: release what is still in flight."""
+        if self.ctx is None:
+            return
         try:
-            self._finish(broken=self.status is None)
+            self.director.finish(self.ctx)
         except Exception:
-            log.exception("finishing a request failed")
+            log.exception("finishing a request failed", request_id=self.ctx.request_id)

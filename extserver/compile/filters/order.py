@@ -11,6 +11,7 @@ from extserver.compile.filters.ext_proc import build_ext_proc_filter
 from extserver.compile.filters.header_mutation import build_header_mutation_filter
 from extserver.compile.filters.json_to_metadata import build_json_to_metadata_filter
 from extserver.compile.filters.lua import build_lua_filter
+from extserver.compile.filters.usage import build_usage_filter
 from extserver.compile.plan import PoolPlan
 
 
@@ -26,6 +27,10 @@ def inference_filters(pools: Sequence[PoolPlan]) -> list[HttpFilter]:
     filters.extend(build_ext_proc_filter(pool) for pool in sorted(pools, key=lambda p: p.key))
     # 4. FailOpen fallback after the pickers: rewrites `model` only when no destination was set
     filters.append(build_lua_filter())
+    # 5. token usage, response only. Envoy runs response filters in reverse order, so being last here
+    #    it sees the upstream's body first, before any filter above could change it; on requests it
+    #    does nothing, so the request-side order is unchanged.
+    filters.append(build_usage_filter())
     return filters
 
 
@@ -34,6 +39,7 @@ def is_ours(http_filter: HttpFilter) -> bool:
         naming.HEADER_MUTATION_FILTER,
         naming.JSON_TO_METADATA_FILTER,
         naming.LUA_FILTER,
+        naming.USAGE_FILTER,
     ) or http_filter.name.startswith(naming.EXT_PROC_FILTER_PREFIX)
 
 
