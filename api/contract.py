@@ -50,7 +50,15 @@ LB_SUBSET_HINT_NAMESPACE = "envoy.lb.subset_hint"
 ATTR_CLUSTER_NAME = "xds.cluster_name"
 ATTR_CLUSTER_METADATA = "xds.cluster_metadata"
 ATTR_ROUTE_METADATA = "xds.route_metadata"
-REQUEST_ATTRIBUTES = (ATTR_CLUSTER_NAME, ATTR_CLUSTER_METADATA, ATTR_ROUTE_METADATA)
+ATTR_REQUEST_PATH = "request.path"
+ATTR_REQUEST_ID = "request.id"
+REQUEST_ATTRIBUTES = (
+    ATTR_CLUSTER_NAME,
+    ATTR_CLUSTER_METADATA,
+    ATTR_ROUTE_METADATA,
+    ATTR_REQUEST_PATH,
+    ATTR_REQUEST_ID,
+)
 # What happened to each routed request reaches the picker through Envoy's gRPC access log service
 # (ALS), not through ext_proc response messages: a response-direction ext_proc message is a blocking
 # round trip per SSE chunk. The picker marks every request it routes with PICKER_METADATA_NAMESPACE
@@ -139,9 +147,11 @@ def picker_service_host(service: str, namespace: str) -> str:
 class ExtProcMode:
     """ext_proc ProcessingMode enum value names (envoy.extensions.filters.http.ext_proc.v3.ProcessingMode)."""
 
-    # SEND: with SKIP, Envoy 1.40 still sends the attributes (on the body message) but drops the
-    # body answer's header mutations (destination header, Content-Length).
-    REQUEST_HEADER = "SEND"
+    # SKIP: one gRPC round trip fewer per request. Envoy 1.40 then sends the attributes (path and
+    # request id included) on the body message and drops the body answer's header mutations, so the
+    # destination travels as envoy.lb metadata (override_host reads it; the Lua filter copies it into
+    # the header) and a rewritten body goes upstream chunked instead of with a Content-Length.
+    REQUEST_HEADER = "SKIP"
     REQUEST_BODY = "BUFFERED"
     REQUEST_TRAILER = "SKIP"
     # Nothing of the response: status and usage come through the access log (see

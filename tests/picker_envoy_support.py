@@ -1,7 +1,8 @@
 """Test plumbing for the picker behind real Envoy: fake vLLM-shaped upstreams and a minimal Envoy config.
 
 The Envoy config mirrors the compiled shape (DESIGN §3) with only what the picker needs: header
-strip, json_to_metadata, ext_proc, usage Lua, router, the gRPC access log back to the picker;
+strip, json_to_metadata, ext_proc, destination Lua, usage Lua, router, the gRPC access log back to
+the picker;
 weighted target clusters with EDS from the picker over google_grpc and override_host with a
 least_request fallback, delivered dynamically (CDS/LDS files).
 """
@@ -25,6 +26,7 @@ from api.contract import (
     CLIENT_STRIPPED_HEADERS,
     EXT_PROC_MESSAGE_TIMEOUT_SECONDS,
     HEADER_DESTINATION_ENDPOINT,
+    LB_METADATA_NAMESPACE,
     METADATA_NAMESPACE,
     PICKER_METADATA_NAMESPACE,
     REQUEST_ATTRIBUTES,
@@ -34,6 +36,7 @@ from api.contract import (
     PickerMetadataKey,
     Role,
 )
+from extserver.compile.filters.lua import destination_code as destination_lua_code
 from extserver.compile.filters.usage import usage_lua_code
 from hack.local_gateway.envoy import EnvoyProcess
 
@@ -153,7 +156,15 @@ def _eds_cluster(resource: EdsResource, picker_port: int, metadata: dict[str, An
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies."
                             "override_host.v3.OverrideHost",
-                            "override_host_sources": [{"header": HEADER_DESTINATION_ENDPOINT}],
+                            "override_host_sources": [
+                                {"header": HEADER_DESTINATION_ENDPOINT},
+                                {
+                                    "metadata": {
+                                        "key": LB_METADATA_NAMESPACE,
+                                        "path": [{"key": HEADER_DESTINATION_ENDPOINT}],
+                                    }
+                                },
+                            ],
                             "fallback_policy": {
                                 "policies": [
                                     {
@@ -362,7 +373,17 @@ def write_envoy_config(
                 },
                 "request_attributes": list(REQUEST_ATTRIBUTES),
                 # Envoy drops ext_proc dynamic metadata in namespaces not listed here.
-                "metadata_options": {"receiving_namespaces": {"untyped": [PICKER_METADATA_NAMESPACE]}},
+                "metadata_options": {
+                    "receiving_namespaces": {"untyped": [LB_METADATA_NAMESPACE, PICKER_METADATA_NAMESPACE]}
+                },
+            },
+        },
+        {
+            # As compiled: the picker's destination (envoy.lb metadata) copied into the request header.
+            "name": "envoy.filters.http.lua/inference",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"inline_string": destination_lua_code()},
             },
         },
         {

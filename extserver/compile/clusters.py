@@ -62,6 +62,10 @@ def _picker_eds_source(pool: PoolPlan) -> ConfigSource:
 def _override_host_policy() -> LoadBalancingPolicy:
     override = OverrideHost()
     override.override_host_sources.add().header = contract.HEADER_DESTINATION_ENDPOINT
+    # The picker's answer itself (set before the header copy in the Lua filter): either works alone.
+    from_metadata = override.override_host_sources.add().metadata
+    from_metadata.key = contract.LB_METADATA_NAMESPACE
+    from_metadata.path.add().key = contract.HEADER_DESTINATION_ENDPOINT
     fallback = override.fallback_policy.policies.add().typed_extension_config
     fallback.name = LEAST_REQUEST_POLICY
     fallback.typed_config.Pack(LeastRequest(), deterministic=True)

@@ -54,6 +54,11 @@ def _enable_usage() -> bytes:
     return usage.enable_on_route().SerializeToString(deterministic=True)
 
 
+@functools.cache
+def _lua_destination() -> bytes:
+    return lua.per_route_destination().SerializeToString(deterministic=True)
+
+
 @functools.lru_cache(maxsize=8192)
 def _lua_rewrite(target_model: str) -> bytes:
     return lua.per_cluster_rewrite(target_model).SerializeToString(deterministic=True)
@@ -66,6 +71,8 @@ def apply_pool_settings(route: Route, pool: PoolPlan, options: CompileOptions) -
     route.typed_per_filter_config[pool.ext_proc_filter].ParseFromString(_enable_ext_proc())
     # Exactly where the picker runs: only its requests are access-logged, so only they need usage.
     route.typed_per_filter_config[naming.USAGE_FILTER].ParseFromString(_enable_usage())
+    # The picker's destination into the header (weighted-cluster entries override it with their own).
+    route.typed_per_filter_config[naming.LUA_FILTER].ParseFromString(_lua_destination())
     route.request_body_buffer_limit.value = options.max_body_bytes
     if route.HasField("route") and not route.route.HasField("retry_policy"):
         # A retry policy EG set (BackendTrafficPolicy) is the user's choice and stays.

@@ -15,6 +15,8 @@ from google.protobuf import json_format, struct_pb2, text_format
 from api.contract import (
     ATTR_CLUSTER_METADATA,
     ATTR_CLUSTER_NAME,
+    ATTR_REQUEST_ID,
+    ATTR_REQUEST_PATH,
     ATTR_ROUTE_METADATA,
     HEADER_DESTINATION_SUBSET,
     LB_SUBSET_HINT_NAMESPACE,
@@ -29,6 +31,8 @@ class RequestAttributes:
     cluster_name: str = ""
     cluster_metadata: Mapping[str, Any] | None = None  # our namespace's fields on the cluster
     route_metadata: Mapping[str, Any] | None = None  # our namespace's fields on the route
+    path: str = ""  # `request.path` (with the query string)
+    request_id: str = ""  # `request.id` (Envoy's x-request-id)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -71,18 +75,22 @@ def _attribute_metadata(value: struct_pb2.Value) -> Mapping[str, Any] | None:
 
 def read_attributes(request: ep.ProcessingRequest) -> RequestAttributes:
     """Attributes from the first message of a stream (Envoy keys them by the ext_proc filter name)."""
-    cluster_name = ""
+    cluster_name = path = request_id = ""
     cluster_md: Mapping[str, Any] | None = None
     route_md: Mapping[str, Any] | None = None
     for attrs in request.attributes.values():
         fields = attrs.fields
+        if ATTR_REQUEST_PATH in fields and not path:
+            path = _value_as_text(fields[ATTR_REQUEST_PATH])
+        if ATTR_REQUEST_ID in fields and not request_id:
+            request_id = _value_as_text(fields[ATTR_REQUEST_ID])
         if ATTR_CLUSTER_NAME in fields and not cluster_name:
             cluster_name = _value_as_text(fields[ATTR_CLUSTER_NAME])
         if ATTR_CLUSTER_METADATA in fields and cluster_md is None:
             cluster_md = _attribute_metadata(fields[ATTR_CLUSTER_METADATA])
         if ATTR_ROUTE_METADATA in fields and route_md is None:
             route_md = _attribute_metadata(fields[ATTR_ROUTE_METADATA])
-    return RequestAttributes(cluster_name, cluster_md, route_md)
+    return RequestAttributes(cluster_name, cluster_md, route_md, path, request_id)
 
 
 def read_subset_hint(request: ep.ProcessingRequest) -> frozenset[str] | None:

@@ -75,24 +75,18 @@ class _Stream:
         if kind == "request_headers":
             return self._request_headers(request)
         if kind == "request_body":
+            if self.ctx is None:  # request headers SKIPped: the attributes came with the body
+                self.ctx = _context(request, {})
             return self._request_body(request.request_body)
         return _CONTINUE.get(kind or "")
 
     def _request_headers(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
-        headers = header_map(request.request_headers)
-        self.ctx = RequestContext(
-            request_id=headers.get(HEADER_REQUEST_ID) or str(uuid.uuid4()),
-            path=headers.get(":path", "/"),
-            attributes=read_attributes(request),
-            subset_hint=read_subset_hint(request),
-            headers=headers,
-        )
+        self.ctx = _context(request, header_map(request.request_headers))
         # A request without a body (GET /v1/models, ...) is left to Envoy's own load balancing.
         return mutations.CONTINUE_REQUEST_HEADERS
 
     def _request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
-        if self.ctx is None:  # request_headers must come first; answer rather than guess
-            self.ctx = RequestContext(request_id=str(uuid.uuid4()))
+        assert self.ctx is not None
         ctx = self.ctx
         try:
             routed = self.director.route(ctx, body.body)
@@ -129,3 +123,15 @@ class _Stream:
             self.director.finish(self.ctx)
         except Exception:
             log.exception("finishing a request failed", request_id=self.ctx.request_id)
+
+
+def _context(first: ep.ProcessingRequest, headers: dict[str, str]) -> RequestContext:
+    """Request context from the stream's first message (attributes come only on that one)."""
+    attributes = read_attributes(first)
+    return RequestContext(
+        request_id=attributes.request_id or headers.get(HEADER_REQUEST_ID) or str(uuid.uuid4()),
+        path=attributes.path or headers.get(":path", "/"),
+        attributes=attributes,
+        subset_hint=read_subset_hint(first),
+        headers=headers,
+    )

@@ -35,7 +35,10 @@ def build_ext_proc_filter(pool: PoolPlan) -> HttpFilter:
     config.request_attributes.extend(contract.REQUEST_ATTRIBUTES)
     # Envoy drops ext_proc dynamic metadata in namespaces not listed here; the picker's mark is what
     # the access log filters on and reports back (the response itself never goes to the picker).
-    config.metadata_options.receiving_namespaces.untyped.append(contract.PICKER_METADATA_NAMESPACE)
+    # envoy.lb carries the destination (request headers are SKIPped, so header mutations would be dropped).
+    config.metadata_options.receiving_namespaces.untyped.extend(
+        [contract.LB_METADATA_NAMESPACE, contract.PICKER_METADATA_NAMESPACE]
+    )
     # The weighted cluster was chosen before the picker ran; re-matching after its header mutation
     # could pick another target than the one the picker chose endpoints (and rewrote the body) for.
     config.route_cache_action = ExternalProcessor.RETAIN

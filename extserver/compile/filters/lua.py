@@ -1,4 +1,11 @@
-"""FailOpen fallback: rewrite `model` to the weighted cluster's target when the picker set no destination."""
+"""After the picker: its destination (dynamic metadata) into the request header, else the FailOpen rewrite.
+
+The picker sees no request headers (ext_proc request headers SKIP: one gRPC round trip fewer per
+request), so Envoy drops header mutations from its body answer; the destination arrives as `envoy.lb`
+dynamic metadata and this filter, per route of a pool, copies it into `x-gateway-destination-endpoint`
+and sets Content-Length to the body actually sent. When there is none (picker down with FailOpen),
+weighted-cluster entries rewrite `model` to their target so the canary split stays correct.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +19,43 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from api import contract
 from extserver.compile import naming
 
-# Listener-level code does nothing; the per-weighted-cluster code below does the work.
+# Listener-level code does nothing: routes that are not ours keep streaming their bodies untouched.
 _NOOP = "function envoy_on_request(request_handle) end\n"
 
+# Shared by both per-route scripts. `body()` waits for the whole body, which reaches this filter only
+# after the picker answered on it (ext_proc BUFFERED): headers passed ext_proc early (request headers
+# SKIPped), and this wait is what keeps them, and the router's host choice, behind the picker's answer.
+_DESTINATION = """\
+local function destination_from_picker(request_handle)
+  local body = request_handle:body()
+  local lb = request_handle:streamInfo():dynamicMetadata():get({namespace})
+  local destination = lb and lb[{header}]
+  if destination == nil or destination == "" then
+    return false, body
+  end
+  request_handle:headers():replace({header}, destination)
+  if body ~= nil then
+    request_handle:headers():replace("content-length", tostring(body:length()))
+  end
+  return true, body
+end
+"""
+
+# Catch-all and backend-ref routes of a pool: the destination only.
+_ROUTE = """\
+{destination}
+function envoy_on_request(request_handle)
+  destination_from_picker(request_handle)
+end
+"""
+
+# Weighted-cluster entries: the destination, or with no picker answer (FailOpen) `model` -> target.
 _REWRITE = """\
--- Runs after the picker (ext_proc). If the picker set a destination it already rewrote the body.
+{destination}
 local target = {target}
 function envoy_on_request(request_handle)
-  if request_handle:headers():get({header}) ~= nil then
-    return
-  end
-  local body = request_handle:body()
-  if body == nil then
+  local routed, body = destination_from_picker(request_handle)
+  if routed or body == nil then
     return
   end
   local text = body:getBytes(0, body:length())
@@ -32,8 +64,8 @@ function envoy_on_request(request_handle)
   end, 1)
   if count > 0 then
     body:setBytes(rewritten)
-    request_handle:headers():replace("content-length", tostring(#rewritten))
   end
+  request_handle:headers():replace("content-length", tostring(body:length()))
 end
 """
 
@@ -43,11 +75,21 @@ def _lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def rewrite_code(target_model: str) -> str:
-    return _REWRITE.format(
-        target=_lua_string(json.dumps(target_model)),
+def _destination_code() -> str:
+    return _DESTINATION.format(
+        namespace=_lua_string(contract.LB_METADATA_NAMESPACE),
         header=_lua_string(contract.HEADER_DESTINATION_ENDPOINT),
     )
+
+
+def destination_code() -> str:
+    """Per pool route: the picker's destination into the header, Content-Length fixed."""
+    return _ROUTE.format(destination=_destination_code())
+
+
+def rewrite_code(target_model: str) -> str:
+    """Per weighted cluster: the destination header, or (no picker answer) `model` -> this target."""
+    return _REWRITE.format(destination=_destination_code(), target=_lua_string(json.dumps(target_model)))
 
 
 def build_lua_filter() -> HttpFilter:
@@ -57,6 +99,14 @@ def build_lua_filter() -> HttpFilter:
     http_filter = HttpFilter(name=naming.LUA_FILTER)
     http_filter.typed_config.Pack(config, deterministic=True)
     return http_filter
+
+
+def per_route_destination() -> AnyProto:
+    """LuaPerRoute for a pool's routes without weighted clusters: the destination copy."""
+    per_route = LuaPerRoute(source_code=DataSource(inline_string=destination_code()))
+    packed = AnyProto()
+    packed.Pack(per_route, deterministic=True)
+    return packed
 
 
 def per_cluster_rewrite(target_model: str) -> AnyProto:
