@@ -57,7 +57,6 @@ class Routed:
 
     endpoints: tuple[str, ...]
     body: bytes | None
-    content_length: int
 
 
 class Director:
@@ -125,7 +124,7 @@ class Director:
         series = self.metrics.for_request(parsed.model, target)
         series.requests.inc()
         series.running.inc()
-        return Routed(chosen, new_body, len(new_body if new_body is not None else raw))
+        return Routed(chosen, new_body)
 
     def reject(self, ctx: RequestContext, error: PickerError) -> None:
         """Count a request the picker answered itself."""

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from api.contract import HEADER_DESTINATION_ENDPOINT
+from api.contract import ACCESS_LOG_FLUSH_SECONDS, HEADER_DESTINATION_ENDPOINT
 from api.sources.files import FileSource
 from hack.ports import common_free_port, free_port
 from picker.server import PickerConfig, PickerServer
@@ -270,6 +270,13 @@ async def test_status_usage_and_in_flight_recorded_per_model_and_target(rig: Rig
             )
         )
 
+    # Earlier tests' requests reach the picker's access log up to a flush interval later: let them land.
+    async def settled() -> bool:
+        now = totals()
+        await asyncio.sleep(3 * ACCESS_LOG_FLUSH_SECONDS)
+        return totals() == now
+
+    await _wait_for(settled, "earlier requests' access log entries counted", timeout=10)
     before = totals()
     json_body = {"model": "lora-request", "prompt": "count me"}
     sse_body = {**json_body, "stream": True, "stream_options": {"include_usage": True}}
@@ -284,7 +291,12 @@ async def test_status_usage_and_in_flight_recorded_per_model_and_target(rig: Rig
         deltas = [a - b for a, b in zip(after, before, strict=True)]
         return tuple(deltas[i] + deltas[i + 4] for i in range(4)) == expected
 
-    await _wait_for(counted, "usage of JSON and SSE answers counted", timeout=5)
+    try:
+        await _wait_for(counted, "usage of JSON and SSE answers counted", timeout=5)
+    except TimeoutError:
+        async with rig.session.get(f"http://127.0.0.1:{rig.admin_port}/stats?filter=access_log") as r:
+            stats = await r.text()
+        raise AssertionError(f"usage not counted: {totals()} vs {before}\n{stats}") from None
 
     def server_errors() -> float:
         name = "inference_model_request_error_total"

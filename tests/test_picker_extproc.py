@@ -41,23 +41,20 @@ def _metadata_text(fields: dict[str, object]) -> str:
     return text_format.MessageToString(md)
 
 
-def test_routed_body_response_sets_header_metadata_and_length() -> None:
-    response = mutations.routed_body_response("10.0.0.1:8000,10.0.0.2:8000", b'{"model":"t"}', 13)
+def test_routed_body_response_sets_destination_metadata_and_body() -> None:
+    response = mutations.routed_body_response("10.0.0.1:8000,10.0.0.2:8000", b'{"model":"t"}')
     common = response.request_body.response
-    headers = {h.header.key: h.header.raw_value.decode() for h in common.header_mutation.set_headers}
-    assert headers == {HEADER_DESTINATION_ENDPOINT: "10.0.0.1:8000,10.0.0.2:8000", "content-length": "13"}
-    assert all(
-        h.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-        for h in common.header_mutation.set_headers
-    )
+    assert not common.HasField("header_mutation")  # Envoy drops them with request headers skipped
     assert common.body_mutation.body == b'{"model":"t"}'
     lb = response.dynamic_metadata.fields[LB_METADATA_NAMESPACE].struct_value
     assert lb.fields[HEADER_DESTINATION_ENDPOINT].string_value == "10.0.0.1:8000,10.0.0.2:8000"
+    again = mutations.routed_body_response("10.0.0.1:8000,10.0.0.2:8000", b'{"model":"u"}')
+    assert again.request_body.response.body_mutation.body == b'{"model":"u"}'  # no state shared
 
 
 def test_routed_body_response_marks_the_request_for_the_access_log() -> None:
     mark = mutations.RoutedMark("default/pool", "alias", "base", "10.0.0.1:8000")
-    response = mutations.routed_body_response("10.0.0.1:8000", None, 5, mark)
+    response = mutations.routed_body_response("10.0.0.1:8000", None, mark)
     fields = response.dynamic_metadata.fields
     picker = fields[PICKER_METADATA_NAMESPACE].struct_value.fields
     assert {k: v.string_value for k, v in picker.items()} == {
@@ -70,7 +67,7 @@ def test_routed_body_response_marks_the_request_for_the_access_log() -> None:
 
 
 def test_routed_body_response_without_rewrite_leaves_body() -> None:
-    response = mutations.routed_body_response("10.0.0.1:8000", None, 5)
+    response = mutations.routed_body_response("10.0.0.1:8000", None)
     assert not response.request_body.response.HasField("body_mutation")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -100,22 +101,27 @@ def continue_response_body() -> ep.ProcessingResponse:
 
 
 def routed_body_response(
-    destination: str, new_body: bytes | None, content_length: int, mark: RoutedMark | None = None
+    destination: str, new_body: bytes | None, mark: RoutedMark | None = None
 ) -> ep.ProcessingResponse:
-    """Answer to a BUFFERED request body: destination header + metadata, body replaced if rewritten.
+    """Answer to a BUFFERED request body: the destination as envoy.lb metadata, the body if rewritten.
 
-    In buffered mode Envoy still holds the request headers when the body answer arrives, so the
-    header mutation here applies to them (Content-Length fixed to the body actually sent).
+    No header mutations: with request headers SKIPped Envoy drops them; the per-route Lua filter sets
+    `x-gateway-destination-endpoint` and Content-Length from this answer instead.
     """
-    common = ep.CommonResponse(
-        header_mutation=header_mutation(
-            [(HEADER_DESTINATION_ENDPOINT, destination), ("content-length", str(content_length))]
-        )
-    )
+    response = ep.ProcessingResponse.FromString(_routed_template(destination, mark))
     if new_body is not None:
-        common.body_mutation.body = new_body
+        response.request_body.response.body_mutation.body = new_body
+    return response
+
+
+@functools.lru_cache(maxsize=4096)
+def _routed_template(destination: str, mark: RoutedMark | None) -> bytes:
+    # Building the metadata Structs costs more in Python than parsing these bytes back per request.
     metadata = lb_metadata(destination) if mark is None else routed_metadata(destination, mark)
-    return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common), dynamic_metadata=metadata)
+    response = ep.ProcessingResponse(
+        request_body=ep.BodyResponse(response=ep.CommonResponse()), dynamic_metadata=metadata
+    )
+    return response.SerializeToString(deterministic=True)
 
 
 def chunk_body(body: bytes, chunk_bytes: int = BODY_MUTATION_CHUNK_BYTES) -> list[bytes]:

@@ -97,7 +97,7 @@ class _Stream:
             return self._reject(PickerError(500, "internal error in the endpoint picker"))
         destination = mutations.destination_value(routed.endpoints)
         mark = mutations.RoutedMark(ctx.pool, ctx.model, ctx.target, routed.endpoints[0])
-        return mutations.routed_body_response(destination, routed.body, routed.content_length, mark)
+        return mutations.routed_body_response(destination, routed.body, mark)
 
     def _reject(self, error: PickerError) -> ep.ProcessingResponse:
         assert self.ctx is not None

@@ -6,11 +6,11 @@ replicas the affinity is weaker (not wrong). It is a guess of each server's pref
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import xxhash
-from cachetools import LRUCache
 
 DEFAULT_BLOCK_SIZE = 64  # bytes of prompt per block (~16 tokens of ~4 chars)
 DEFAULT_MAX_BLOCKS = 256
@@ -39,20 +39,6 @@ def prompt_hashes(
     return tuple(hashes)
 
 
-class _EndpointBlocks(LRUCache[int, None]):
-    """One endpoint's remembered blocks; evictions are reported back to the reverse index."""
-
-    def __init__(self, capacity: int, owner: PrefixIndex, endpoint: str) -> None:
-        super().__init__(maxsize=capacity)
-        self._owner = owner
-        self._endpoint = endpoint
-
-    def popitem(self) -> tuple[int, None]:
-        key, value = super().popitem()
-        self._owner._evicted(self._endpoint, key)
-        return key, value
-
-
 class PrefixIndex:
     """Per-endpoint LRU of block hashes plus a reverse map hash -> endpoints, for longest-prefix lookup."""
 
@@ -60,22 +46,31 @@ class PrefixIndex:
         if capacity_per_endpoint <= 0:
             raise ValueError("capacity_per_endpoint must be positive")
         self.capacity_per_endpoint = capacity_per_endpoint
-        self._blocks: dict[str, _EndpointBlocks] = {}
+        # Per endpoint, its blocks oldest first: OrderedDict's C moves and pops make `record` cheap
+        # even for long prompts (one entry per 64 bytes), which it must be, as it runs per request.
+        self._blocks: dict[str, OrderedDict[int, None]] = {}
         self._holders: dict[int, set[str]] = {}
 
     def record(self, endpoint: str, hashes: Sequence[int]) -> None:
         """Remember that `endpoint` ("ip:port") was just sent a prompt with these block hashes."""
         blocks = self._blocks.get(endpoint)
         if blocks is None:
-            blocks = self._blocks[endpoint] = _EndpointBlocks(self.capacity_per_endpoint, self, endpoint)
+            blocks = self._blocks[endpoint] = OrderedDict()
         holders = self._holders
+        capacity = self.capacity_per_endpoint
         for block in hashes:
-            blocks[block] = None  # inserts or refreshes recency; may evict the oldest block
+            if block in blocks:  # already held (and so in its holders set): refresh recency only
+                blocks.move_to_end(block)
+                continue
+            blocks[block] = None
             owners = holders.get(block)
             if owners is None:
                 holders[block] = {endpoint}
             else:
                 owners.add(endpoint)
+            if len(blocks) > capacity:
+                oldest, _ = blocks.popitem(last=False)
+                self._evicted(endpoint, oldest)
 
     def match(self, hashes: Sequence[int]) -> dict[str, int]:
         """Endpoint -> number of leading blocks of `hashes` it holds (only endpoints with >= 1)."""
