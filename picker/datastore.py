@@ -200,9 +200,12 @@ class Datastore:
     def record_metrics(self, address: str, metrics: PodMetrics) -> None:
         state = self._endpoints.get(address)
         if state is not None:
+            # An unchanged scrape (an idle pod, every 50 ms) keeps the scheduling snapshot: it is
+            # rebuilt anyway within SNAPSHOT_MAX_AGE_SECONDS, which bounds how old its ages can be.
+            if metrics != state.metrics or state.unreachable:
+                self._state_serial += 1
             state.metrics = metrics
             state.metrics_at = self.clock()
-            self._state_serial += 1
             if state.unreachable:
                 state.unreachable = False
                 log.info("endpoint reachable again", endpoint=address)

@@ -5,9 +5,10 @@ In one run: (1) one scheduling decision over 10, 100 and 1,000 endpoints (hack/b
 (2) one front Envoy (1 worker) with three listeners that differ only in ext_proc: (a) none, (b) a
 trivial pass-through ext_proc (request headers + buffered body, JSON rewrite of `model`, nothing
 else; a grpc.aio servicer in its own process), (c) the picker (its own process, real config: EDS,
-override_host, usage Lua and the gRPC access log for status/usage). Upstream "pods" are direct responses
-of a second Envoy (one listener per pod address, /metrics and /v1/models answered too, so the
-picker scrapes them for real). Load from wrk at concurrency 1 and 16.
+override_host, usage Lua and the gRPC access log for status/usage). Upstream "pods" are direct
+responses of a second Envoy (one listener per pod address, /metrics and /v1/models answered too, so the
+picker scrapes them for real). Load from wrk at concurrency 1 and 16, in interleaved rounds (every
+variant back to back per round; ratios per round, medians reported: the machine's speed drifts).
 
 Added latency = variant percentile minus (a)'s; ratios are to (b). Targets: p50 <= 1.3x, p99 <= 1.5x,
 requests/s >= 0.8x, decision over 1,000 endpoints < 200 us. The last line is machine-readable:
@@ -32,6 +33,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
@@ -348,7 +350,7 @@ def run_wrk(port: int, connections: int, seconds: float, script: Path) -> WrkRes
             "wrk",
             f"-t{threads}",
             f"-c{connections}",
-            f"-d{seconds:g}s",
+            f"-d{max(1, round(seconds))}s",
             "-s",
             str(script),
             f"http://127.0.0.1:{port}/v1/completions",
@@ -389,8 +391,9 @@ def decision_times(quick: bool) -> dict[int, float]:
     decision = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(decision)
     bench_one = decision.bench_one
-    rounds = 3 if quick else 15
-    return {n: bench_one(n, rounds, max(10, (2_000 if quick else 20_000) // n)) for n in (10, 100, 1000)}
+    rounds = 5 if quick else 15
+    # At least 100 decisions a round: a handful of samples on this machine swings by 2x.
+    return {n: bench_one(n, rounds, max(100, (2_000 if quick else 20_000) // n)) for n in (10, 100, 1000)}
 
 
 def ratio(value: float, baseline: float) -> float:
@@ -402,7 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="short runs (under 60 s in all)")
-    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 3 quick, 10 full)")
+    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 2 quick, 3 full)")
+    parser.add_argument(
+        "--rounds", type=int, help="interleaved rounds of every variant (default 3 quick, 5 full)"
+    )
     parser.add_argument("--pods", type=int, default=8, help="upstream pods (127.0.0.2 ...)")
     parser.add_argument(
         "--same-mode",
@@ -418,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.run(serve_trivial(args.trivial_server))
         return 0
     ensure_wrk()
-    duration = args.duration or (3.0 if args.quick else 10.0)
+    duration = args.duration or (2.0 if args.quick else 3.0)  # whole seconds: wrk takes no fractions
+    args.rounds = max(1, args.rounds or (3 if args.quick else 5))
     started = time.monotonic()
 
     decisions = decision_times(args.quick)
@@ -478,62 +485,89 @@ def main(argv: list[str] | None = None) -> int:
         idle_cpu = cpu_seconds(picker_process.pid) - idle_from  # scraping + EDS with no traffic
         script = tmp / "post.lua"
         script.write_text(WRK_SCRIPT % REQUEST_BODY.decode())
-        results: dict[tuple[str, int], WrkResult] = {}
-        cpu_us: dict[tuple[str, int], float] = {}  # the ext_proc process's CPU per request
         variants = [("plain", ports.plain), ("trivial", ports.trivial), ("picker", ports.picker)]
         if args.same_mode:
             variants.append(("trivial4", ports.trivial_same_mode))
-        for name, port in variants:
+        for _, port in variants:
             run_wrk(port, 16, 1.0, script)  # warm up connections, caches and the JIT-less interpreter alike
+        # Interleaved rounds: this machine's speed drifts by 10-20% over a minute, so each round
+        # measures every variant back to back and the ratios are taken per round (median reported).
+        rounds: list[dict[tuple[str, int], WrkResult]] = []
+        cpu_samples: dict[tuple[str, int], list[float]] = {}  # the ext_proc process's CPU per request
+        for round_index in range(args.rounds):
+            measured: dict[tuple[str, int], WrkResult] = {}
             for connections in (1, 16):
-                profiler = None
-                if args.profile and name == "picker" and connections == 16:
-                    profiler = subprocess.Popen(
-                        [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(picker_process.pid),
-                         "--duration", str(int(duration)), "--format", "raw", "--rate", "250",
-                         "--nonblocking", "--gil", "--output", str(args.profile)],
-                        stdout=subprocess.DEVNULL,
-                    )  # fmt: skip
-                server_pid = picker_process.pid if name == "picker" else trivial_process.pid
-                cpu_before = cpu_seconds(server_pid)
-                result = run_wrk(port, connections, duration, script)
-                if name != "plain":
-                    cpu_us[name, connections] = (cpu_seconds(server_pid) - cpu_before) / result.requests * 1e6
-                if profiler is not None:
-                    profiler.wait()
-                if result.bad_status or result.socket_errors:
-                    print(f"warning: {name} c={connections}: {result.bad_status} non-2xx, "
-                          f"{result.socket_errors} socket errors", file=sys.stderr)  # fmt: skip
-                results[name, connections] = result
+                for name, port in variants:
+                    profiler = None
+                    if args.profile and name == "picker" and connections == 16 and round_index == 0:
+                        profiler = subprocess.Popen(
+                            [str(ROOT / ".venv" / "bin" / "py-spy"), "record",
+                             "--pid", str(picker_process.pid),
+                             "--duration", str(max(1, int(duration))), "--format", "raw", "--rate", "250",
+                             "--nonblocking", "--gil", "--output", str(args.profile)],
+                            stdout=subprocess.DEVNULL,
+                        )  # fmt: skip
+                    server_pid = picker_process.pid if name == "picker" else trivial_process.pid
+                    cpu_before = cpu_seconds(server_pid)
+                    result = run_wrk(port, connections, duration, script)
+                    if name != "plain":
+                        spent = cpu_seconds(server_pid) - cpu_before
+                        cpu_samples.setdefault((name, connections), []).append(spent / result.requests * 1e6)
+                    if profiler is not None:
+                        profiler.wait()
+                    if result.bad_status or result.socket_errors:
+                        print(f"warning: {name} c={connections}: {result.bad_status} non-2xx, "
+                              f"{result.socket_errors} socket errors", file=sys.stderr)  # fmt: skip
+                    measured[name, connections] = result
+            rounds.append(measured)
 
     print(f"\n{'variant':<8} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10} "
-          f"{'req/s':>8} {'ext_proc cpu us/req':>20}")  # fmt: skip
-    added: dict[tuple[str, int], tuple[float, float]] = {}
-    for (name, connections), r in results.items():
-        plain = results["plain", connections]
-        added[name, connections] = (r.p50_ms - plain.p50_ms, r.p99_ms - plain.p99_ms)
-        a50, a99 = added[name, connections]
-        cpu = f"{cpu_us[name, connections]:20.0f}" if (name, connections) in cpu_us else f"{'-':>20}"
-        print(f"{name:<8} {connections:>4} {r.p50_ms:8.3f} {r.p99_ms:8.3f} {a50:10.3f} {a99:10.3f} "
-              f"{r.rps:8.0f} {cpu}")  # fmt: skip
+          f"{'req/s':>8} {'ext_proc cpu us/req':>20}   (medians over {len(rounds)} rounds)")  # fmt: skip
+    names = [name for name, _ in variants]
+    added_by_round: list[dict[tuple[str, int], tuple[float, float]]] = []
+    for measured in rounds:
+        added_by_round.append(
+            {
+                (name, c): (r.p50_ms - measured["plain", c].p50_ms, r.p99_ms - measured["plain", c].p99_ms)
+                for (name, c), r in measured.items()
+            }
+        )
     for connections in (1, 16):
-        p50_ratio = ratio(added["picker", connections][0], added["trivial", connections][0])
-        p99_ratio = ratio(added["picker", connections][1], added["trivial", connections][1])
-        print(f"concurrency {connections:>2}: added latency vs trivial p50 {p50_ratio:.2f}x, "
-              f"p99 {p99_ratio:.2f}x")  # fmt: skip
+        for name in names:
+            key = (name, connections)
+            p50 = median(m[key].p50_ms for m in rounds)
+            p99 = median(m[key].p99_ms for m in rounds)
+            a50 = median(a[key][0] for a in added_by_round)
+            a99 = median(a[key][1] for a in added_by_round)
+            rps_value = median(m[key].rps for m in rounds)
+            cpu = f"{median(cpu_samples[key]):20.0f}" if key in cpu_samples else f"{'-':>20}"
+            row = f"{name:<8} {connections:>4} {p50:8.3f} {p99:8.3f} {a50:10.3f} {a99:10.3f}"
+            print(f"{row} {rps_value:8.0f} {cpu}")
+
+    def round_ratio(connections: int, which: int) -> float:
+        return median(
+            ratio(a["picker", connections][which], a["trivial", connections][which]) for a in added_by_round
+        )
+
+    for connections in (1, 16):
+        p50_ratio, p99_ratio = round_ratio(connections, 0), round_ratio(connections, 1)
+        label = f"concurrency {connections:>2}: added latency vs trivial"
+        print(f"{label} p50 {p50_ratio:.2f}x, p99 {p99_ratio:.2f}x")
     print(f"picker process idle (scraping {args.pods} pods every 50 ms): {idle_cpu * 100:.0f}% of a core")
-    rps = results["picker", 16].rps
-    rps_ratio = ratio(rps, results["trivial", 16].rps)
+    rps = median(m["picker", 16].rps for m in rounds)
+    trivial_rps = median(m["trivial", 16].rps for m in rounds)
+    rps_ratio = median(ratio(m["picker", 16].rps, m["trivial", 16].rps) for m in rounds)
     print(
-        f"requests/s (concurrency 16): picker {rps:.0f}, trivial {results['trivial', 16].rps:.0f}, "
-        f"no ext_proc {results['plain', 16].rps:.0f}; total {time.monotonic() - started:.1f} s"
+        f"requests/s (concurrency 16): picker {rps:.0f}, trivial {trivial_rps:.0f}, "
+        f"no ext_proc {median(m['plain', 16].rps for m in rounds):.0f}; "
+        f"total {time.monotonic() - started:.1f} s"
     )
     # The summary line reports concurrency 16 (the loaded case) for latency.
-    a50, a99 = added["picker", 16]
-    t50, t99 = added["trivial", 16]
+    a50 = median(a["picker", 16][0] for a in added_by_round)
+    a99 = median(a["picker", 16][1] for a in added_by_round)
     print(
         f"picker: decision_1000_us={decisions[1000]:.1f} added_p50_ms={a50:.3f} added_p99_ms={a99:.3f} "
-        f"rps={rps:.1f} p50_vs_trivial={ratio(a50, t50):.2f} p99_vs_trivial={ratio(a99, t99):.2f} "
+        f"rps={rps:.1f} p50_vs_trivial={round_ratio(16, 0):.2f} p99_vs_trivial={round_ratio(16, 1):.2f} "
         f"rps_vs_trivial={rps_ratio:.2f}"
     )
     return 0
