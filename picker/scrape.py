@@ -1,8 +1,9 @@
 """Polls every endpoint's /metrics (every 50 ms) and /v1/models (on first sight, then every second).
 
-One asyncio task per endpoint, all sharing one aiohttp session with short timeouts; tasks start and
-stop as the datastore's endpoints change. A scrape that cannot connect (refused, reset, connect
-timeout) marks the endpoint unreachable at once; a slow or hanging scrape only ages its metrics.
+One asyncio task per endpoint, each with its own kept-alive connections (picker/modelserver/http.py)
+and short timeouts; tasks start and stop as the datastore's endpoints change. A scrape that cannot
+connect (refused, reset, connect timeout) marks the endpoint unreachable at once; a slow or hanging
+scrape only ages its metrics.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-import aiohttp
 import structlog
 
 from picker.datastore import Datastore
+from picker.modelserver.http import EndpointClient, Unreachable
 from picker.modelserver.names import VLLM, MetricNames
 from picker.modelserver.parse import parse_metrics, parse_models
 from picker.scheduling.types import PodMetrics, ServedModels
@@ -38,27 +39,13 @@ class ScrapeConfig:
 class Scraper:
     """Keeps one polling task per endpoint of `datastore`."""
 
-    def __init__(
-        self,
-        datastore: Datastore,
-        config: ScrapeConfig | None = None,
-        session: aiohttp.ClientSession | None = None,
-    ) -> None:
+    def __init__(self, datastore: Datastore, config: ScrapeConfig | None = None) -> None:
         self.datastore = datastore
         self.config = config or ScrapeConfig()
-        self._session = session
-        self._own_session = session is None
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     async def run(self) -> None:
         """Follow the datastore until cancelled."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(
-                    total=self.config.timeout_s, sock_connect=self.config.connect_timeout_s
-                ),
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=30),
-            )
         version = -1
         try:
             while True:
@@ -75,9 +62,6 @@ class Scraper:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
 
     def _reconcile(self) -> None:
         wanted = {(a, s.pod) for a, s in self.datastore.endpoint_states().items()}
@@ -89,8 +73,19 @@ class Scraper:
                 self._tasks[key] = asyncio.create_task(self._poll(key[0]), name=f"scrape {key[0]}")
 
     async def _poll(self, address: str) -> None:
+        client = EndpointClient(
+            address,
+            use_tls=self.config.scheme == "https",
+            connect_timeout_s=self.config.connect_timeout_s,
+            timeout_s=self.config.timeout_s,
+        )
+        try:
+            await self._poll_with(address, client)
+        finally:
+            client.close()
+
+    async def _poll_with(self, address: str, client: EndpointClient) -> None:
         cfg = self.config
-        base = f"{cfg.scheme}://{address}"
         next_models = 0.0
         failures = 0
         while True:
@@ -98,12 +93,12 @@ class Scraper:
             want_models = started >= next_models
             if want_models:
                 fetched, served = await asyncio.gather(
-                    self._fetch_metrics(base + cfg.metrics_path), self._fetch_models(base + cfg.models_path)
+                    self._fetch_metrics(client, cfg.metrics_path), self._fetch_models(client, cfg.models_path)
                 )
                 self.datastore.record_models(address, served)
                 next_models = started + cfg.models_interval_s
             else:
-                fetched = await self._fetch_metrics(base + cfg.metrics_path)
+                fetched = await self._fetch_metrics(client, cfg.metrics_path)
             if isinstance(fetched, PodMetrics):
                 self.datastore.record_metrics(address, fetched)
                 if failures:
@@ -124,47 +119,45 @@ class Scraper:
             interval = cfg.metrics_interval_s if not failures else min(1.0, cfg.metrics_interval_s * failures)
             await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
 
-    async def _fetch_text(self, url: str) -> bytes | _Unreachable | None:
+    async def _fetch_text(self, client: EndpointClient, path: str) -> bytes | _Unreachable | None:
         """The body of a 200 answer; UNREACHABLE if no connection could be used; None otherwise."""
         # One immediate retry: a kept-alive connection the server just closed fails without
         # meaning the pod is gone, and a fresh connection tells the two apart.
-        outcome = await self._fetch_once(url)
+        outcome = await self._fetch_once(client, path)
         if outcome is UNREACHABLE:
-            outcome = await self._fetch_once(url)
+            outcome = await self._fetch_once(client, path)
         return outcome
 
-    async def _fetch_once(self, url: str) -> bytes | _Unreachable | None:
-        assert self._session is not None
+    @staticmethod
+    async def _fetch_once(client: EndpointClient, path: str) -> bytes | _Unreachable | None:
         try:
-            async with self._session.get(url) as response:
-                if response.status != 200:
-                    return None
-                return await response.read()
-        except aiohttp.SocketTimeoutError:
-            return None  # connected, but the answer is slow: staleness decides
-        except aiohttp.ClientConnectionError:
+            response = await client.get(path)
+        except Unreachable:
             return UNREACHABLE  # refused, reset, connect timeout, dropped mid-answer
-        except (aiohttp.ClientError, TimeoutError, OSError):
+        except TimeoutError:
+            return None  # connected, but the answer is slow: staleness decides
+        except OSError:
             return None
+        return response.body if response.status == 200 else None
 
-    async def _fetch_metrics(self, url: str) -> PodMetrics | _Unreachable | None:
-        body = await self._fetch_text(url)
+    async def _fetch_metrics(self, client: EndpointClient, path: str) -> PodMetrics | _Unreachable | None:
+        body = await self._fetch_text(client, path)
         if not isinstance(body, bytes):
             return body
         try:
             return parse_metrics(body.decode("utf-8", "replace"), self.config.metric_names)
         except Exception:
-            log.warning("unparseable /metrics", url=url, exc_info=True)
+            log.warning("unparseable /metrics", endpoint=client.host, path=path, exc_info=True)
             return None
 
-    async def _fetch_models(self, url: str) -> ServedModels | None:
-        body = await self._fetch_text(url)
+    async def _fetch_models(self, client: EndpointClient, path: str) -> ServedModels | None:
+        body = await self._fetch_text(client, path)
         if not isinstance(body, bytes):
             return None
         try:
             return parse_models(body)
         except Exception:
-            log.warning("unparseable /v1/models", url=url, exc_info=True)
+            log.warning("unparseable /v1/models", endpoint=client.host, path=path, exc_info=True)
             return None
 
 
