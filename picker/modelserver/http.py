@@ -28,7 +28,8 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection; one request at a time (the client never pipelines)."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._parser = httptools.HttpResponseParser(self)
@@ -74,9 +75,14 @@ class _Connection(asyncio.Protocol):
         self._complete(self._parser.should_keep_alive())
 
     # the client's side
-    def request(self, raw: bytes) -> asyncio.Future[Response]:
+    def request(self, raw: bytes, timeout_s: float) -> asyncio.Future[Response]:
+        """The answer; fails with TimeoutError after `timeout_s` (and closes the connection)."""
         assert self.transport is not None and self._waiter is None
-        self._waiter = asyncio.get_running_loop().create_future()
+        # The loop is kept, and the timeout is a plain timer: on this VM every get_running_loop()
+        # is a getpid() system call, and scraping makes thousands of requests a second.
+        waiter = self._waiter = self._loop.create_future()
+        timer = self._loop.call_later(timeout_s, self._time_out, waiter)
+        waiter.add_done_callback(lambda _: timer.cancel())
         self._parts = []
         self._until_close = True
         self._headers_done = False
@@ -87,6 +93,11 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+    def _time_out(self, waiter: asyncio.Future[Response]) -> None:
+        if waiter is self._waiter:
+            self._fail(TimeoutError("no complete answer in time"))
+            self.close()  # a late answer would otherwise arrive for the next request
 
     def _complete(self, keep_alive: bool) -> None:
         waiter, self._waiter = self._waiter, None
@@ -121,6 +132,7 @@ class EndpointClient:
         self.connect_timeout_s = connect_timeout_s
         self.timeout_s = timeout_s
         self._idle: list[_Connection] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def get(self, path: str) -> Response:
         connection = await self._connection()
@@ -129,8 +141,7 @@ class EndpointClient:
             self._host_header,
         )
         try:
-            async with asyncio.timeout(self.timeout_s):
-                response = await connection.request(raw)
+            response = await connection.request(raw, self.timeout_s)
         except BaseException:
             connection.close()  # a late answer would otherwise arrive for the next request
             raise
@@ -150,10 +161,14 @@ class EndpointClient:
             connection = self._idle.pop()
             if not connection.closed:
                 return connection
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                _, connection = await loop.create_connection(_Connection, self.host, self.port, ssl=self._ssl)
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(loop), self.host, self.port, ssl=self._ssl
+                )
         except (OSError, TimeoutError) as exc:
             raise Unreachable(f"cannot connect to {self.host}:{self.port}: {exc or 'timeout'}") from None
         return connection

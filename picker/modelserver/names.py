@@ -7,6 +7,7 @@ Other servers are added by configuration: `MetricNames.from_mapping(yaml.safe_lo
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -75,10 +76,16 @@ class MetricNames:
 
     def metric_names(self) -> frozenset[str]:
         """Every metric name this mapping reads (lets the parser skip all other lines)."""
-        names: set[str] = set()
+        return self._metric_names
+
+    @functools.cached_property
+    def _metric_names(self) -> frozenset[str]:
+        # Asked on every scrape (thousands a second at scale); computed once per mapping. A cached
+        # property writes the instance __dict__ directly, so the dataclass stays frozen.
+        found: set[str] = set()
         for spec_field in _SPEC_FIELDS:
-            names.update(spec.name for spec in getattr(self, spec_field))
-        return frozenset(names)
+            found.update(spec.name for spec in getattr(self, spec_field))
+        return frozenset(found)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], path: str = "metricNames") -> MetricNames:
