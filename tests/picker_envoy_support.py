@@ -9,6 +9,7 @@ least_request fallback, delivered dynamically (CDS/LDS files).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -111,6 +112,9 @@ class FakeModelServer:
             await response.prepare(request)
             chunk = {"object": "text_completion", "model": body.get("model"), "choices": [{"text": "hi"}]}
             await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            hold = body.get("x_test_hold_s")
+            if isinstance(hold, int | float):  # a test keeps the stream open after the first token
+                await asyncio.sleep(hold)
             await response.write(b"data: " + orjson.dumps({**chunk, "choices": [], "usage": usage}) + b"\n\n")
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()

@@ -316,6 +316,19 @@ async def test_status_usage_and_in_flight_recorded_per_model_and_target(rig: Rig
     assert _sample(rig, "inference_model_running_requests", model_name="lora-request") == 0.0
 
 
+async def test_a_streaming_answer_stays_in_flight_until_it_ends(rig: Rig) -> None:
+    """The picker sees nothing of the response: Envoy ending the ext_proc stream is the only end signal."""
+    await _wait_for(lambda: not any(rig.picker.datastore.in_flight_counts().values()), "idle", timeout=5)
+    body = {"model": "tiny", "prompt": "hold", "stream": True, "x_test_hold_s": 1.0}
+    answer = asyncio.create_task(rig.post(body))
+    await _wait_for(lambda: sum(rig.picker.datastore.in_flight_counts().values()) == 1, "counted", timeout=5)
+    await asyncio.sleep(0.5)  # well after the picker answered, the first token already sent
+    assert sum(rig.picker.datastore.in_flight_counts().values()) == 1
+    status, _, text = await answer
+    assert status == 200 and "[DONE]" in text
+    await _wait_for(lambda: not any(rig.picker.datastore.in_flight_counts().values()), "released", timeout=5)
+
+
 async def test_client_destination_header_cannot_redirect(rig: Rig) -> None:
     b_address = rig.servers["b"].address
     for forged in (b_address, "127.0.0.9:1", f"{b_address},{b_address}"):
