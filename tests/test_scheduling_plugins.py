@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from picker.scheduling.framework import CycleState
+from picker.scheduling.framework import CycleState, Scheduler, WeightedScorer
 from picker.scheduling.params import ConfigError, Params
 from picker.scheduling.plugins.filters.model import ModelFilter
 from picker.scheduling.plugins.filters.readiness import ReadinessFilter
@@ -20,7 +20,14 @@ from picker.scheduling.plugins.scorers.lora_affinity import LoraAffinityScorer
 from picker.scheduling.plugins.scorers.prefix_cache import PrefixCacheScorer
 from picker.scheduling.plugins.scorers.queue import QueueScorer
 from picker.scheduling.prefix_index import PrefixIndex, prompt_hashes
-from picker.scheduling.types import Endpoint, InferenceRequest, PodMetrics, Rejection, ServedModels
+from picker.scheduling.types import (
+    Decision,
+    Endpoint,
+    InferenceRequest,
+    PodMetrics,
+    Rejection,
+    ServedModels,
+)
 
 SERVED = ServedModels(base=frozenset({"base"}), adapters=frozenset({"lora-a", "lora-b"}))
 
@@ -55,10 +62,14 @@ def ep(
 
 
 def cycle(
-    target: str = "base", prompt: str = "", hint: frozenset[str] | None = None, seed: int = 0
+    target: str = "base",
+    prompt: str = "",
+    hint: frozenset[str] | None = None,
+    seed: int = 0,
+    now: float = 0.0,
 ) -> CycleState:
     request = InferenceRequest("req-1", target, target, prompt=prompt, subset_hint=hint)
-    return CycleState(request=request, now=0.0, rng=random.Random(seed))
+    return CycleState(request=request, now=now, rng=random.Random(seed))
 
 
 def addresses(result: Sequence[Endpoint] | Rejection) -> list[str] | Rejection:
@@ -262,6 +273,40 @@ def test_in_flight_load_scorer_load_range_parameter() -> None:
     assert in_flight_from_parameters(Params({"loadRange": 2}, "p")).load_range == 2
     with pytest.raises(ConfigError, match="loadRange"):
         in_flight_from_parameters(Params({"loadRange": 0}, "p"))
+    scorer = in_flight_from_parameters(Params({"prefillWindowMs": 20, "prefillLoad": 0.25}, "p"))
+    assert (scorer.prefill_window_s, scorer.prefill_load) == (0.02, 0.25)
+    with pytest.raises(ConfigError, match="prefillWindowMs"):
+        in_flight_from_parameters(Params({"prefillWindowMs": -1}, "p"))
+
+
+def test_a_request_in_its_prefill_window_breaks_ties_but_not_real_load() -> None:
+    """Equal counts: the pod sent a request in the last window loses; one request more still weighs more."""
+    scorer = InFlightLoadScorer(load_range=4, prefill_window_s=0.05, prefill_load=0.5)
+    first, second = ep(1), ep(2)
+    scorer.record(Decision(endpoints=(first.address,)), now=10.0)
+    tie = expand(scorer.score(cycle(now=10.01), [first, second]), 2)
+    assert tie[0] < tie[1]
+    loaded = expand(scorer.score(cycle(now=10.01), [first, ep(2, in_flight=1)]), 2)
+    assert loaded[0] > loaded[1]  # 0.5 for the prefill window is less than one request
+    later = scorer.score(cycle(now=10.2), [first, second])
+    assert later == 1.0  # the window passed: a tie again
+    off = InFlightLoadScorer(prefill_window_s=0)
+    off.record(Decision(endpoints=(first.address,)), now=10.0)
+    assert off.score(cycle(now=10.01), [first, second]) == 1.0
+
+
+def test_the_scheduler_tells_recording_scorers_of_each_decision() -> None:
+    scorer = InFlightLoadScorer(load_range=4)
+    # Seed 0 picks the same endpoint twice when nothing is recorded in between.
+    scheduler = Scheduler(
+        [], [WeightedScorer(scorer, 1.0)], MaxScorePicker(1), rng=random.Random(0), clock=lambda: 5.0
+    )
+    endpoints = [ep(1), ep(2)]
+    decision = scheduler.schedule(InferenceRequest("r", "m", "m"), endpoints)
+    assert isinstance(decision, Decision)
+    scheduler.record(decision)
+    again = scheduler.schedule(InferenceRequest("r2", "m", "m"), endpoints)
+    assert isinstance(again, Decision) and again.primary != decision.primary
 
 
 # ---- picker -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
@@ -82,6 +82,12 @@ class WeightedScorer:
     name: str = ""
 
 
+class Recorder(Protocol):
+    """A plugin told of every decision carried out (per-replica state, e.g. recent dispatches)."""
+
+    def record(self, decision: Decision, now: float) -> None: ...
+
+
 class Scheduler:
     """Runs filters -> weighted scorers -> picker. Pure apart from the injected rng and clock."""
 
@@ -111,6 +117,10 @@ class Scheduler:
         self.clock = clock
         # Per-replica prompt-prefix memory fed by `record`; None when no prefix scorer is configured.
         self.prefix_index = prefix_index
+        # Scorers that keep per-replica state about dispatched requests (`record(decision, now)`).
+        self._recorders: tuple[Recorder, ...] = tuple(
+            cast(Recorder, s.scorer) for s in self.scorers if callable(getattr(s.scorer, "record", None))
+        )
 
     def schedule(self, request: InferenceRequest, endpoints: Sequence[Endpoint]) -> Decision | Rejection:
         """One scheduling cycle for `request` over the snapshot `endpoints`.
@@ -230,9 +240,13 @@ class Scheduler:
         return totals, offset
 
     def record(self, decision: Decision) -> None:
-        """Remember that the decision's primary now holds the prompt's prefix (per-replica state)."""
+        """The decision was carried out: the primary now holds the prompt's prefix and a new request."""
         if self.prefix_index is not None and decision.prefix_hashes:
             self.prefix_index.record(decision.primary, decision.prefix_hashes)
+        if self._recorders:
+            now = self.clock()
+            for recorder in self._recorders:
+                recorder.record(decision, now)
 
 
 # Key in CycleState.data under which the prompt's block hashes are kept (computed once per cycle).

@@ -6,7 +6,14 @@ requests from other picker replicas (and is the larger one then). Score `1 - (lo
 loadRange`, clipped to [0, 1]: the least-loaded candidate scores 1, each request above it costs
 `1 / loadRange`. Smooth, not min-max: one extra request on an idle fleet stays a small difference.
 
-Parameters: `loadRange` (32): load above the least-loaded candidate at which the score reaches 0.
+A request dispatched less than `prefillWindowMs` ago counts `prefillLoad` more: it is probably still
+in prefill, the phase that delays every other new request's first token on that server. Among pods
+with equal counts this sends the next request to one that has not just received one (round-robin's
+strength on uniform traffic, kept without its blindness to load).
+
+Parameters: `loadRange` (32): load above the least-loaded candidate at which the score reaches 0;
+`prefillWindowMs` (50, 0 turns it off) and `prefillLoad` (0.5, below one request so it only
+breaks ties between equal counts).
 """
 
 from __future__ import annotations
@@ -18,21 +25,49 @@ import numpy as np
 from picker.scheduling.columns import FloatArray, in_flight_column, relative_scores, snapshot_column
 from picker.scheduling.framework import CycleState, Scores
 from picker.scheduling.params import Params
-from picker.scheduling.types import Endpoint
+from picker.scheduling.types import Decision, Endpoint
 
 TYPE = "in-flight-load-scorer"
 DEFAULT_LOAD_RANGE = 32.0
+DEFAULT_PREFILL_WINDOW_S = 0.05
+DEFAULT_PREFILL_LOAD = 0.5
+_MAX_REMEMBERED = 10_000  # endpoints whose last dispatch is kept (old ones pruned past this)
 
 
 class InFlightLoadScorer:
     TYPE = TYPE
     BOUNDED = True  # scores always in [0, 1]
 
-    def __init__(self, load_range: float = DEFAULT_LOAD_RANGE) -> None:
+    def __init__(
+        self,
+        load_range: float = DEFAULT_LOAD_RANGE,
+        prefill_window_s: float = DEFAULT_PREFILL_WINDOW_S,
+        prefill_load: float = DEFAULT_PREFILL_LOAD,
+    ) -> None:
         self.load_range = load_range
+        self.prefill_window_s = prefill_window_s
+        self.prefill_load = prefill_load
+        self._last_dispatch: dict[str, float] = {}  # per replica, like the in-flight counts
 
     def score(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Scores:
-        return relative_scores(load_column(cycle, candidates), self.load_range)
+        load = load_column(cycle, candidates)
+        if self.prefill_window_s > 0 and self._last_dispatch:
+            since = cycle.now - self.prefill_window_s
+            last = self._last_dispatch
+            recent = [i for i, e in enumerate(candidates) if last.get(e.address, since) > since]
+            if recent:
+                load = load.copy()  # the column may be memoised for other cycles: never in place
+                load[recent] += self.prefill_load
+        return relative_scores(load, self.load_range)
+
+    def record(self, decision: Decision, now: float) -> None:
+        """The decision's primary was just sent a request (called by the scheduler after each one)."""
+        if self.prefill_window_s <= 0:
+            return
+        self._last_dispatch[decision.primary] = now
+        if len(self._last_dispatch) > _MAX_REMEMBERED:
+            since = now - self.prefill_window_s
+            self._last_dispatch = {a: t for a, t in self._last_dispatch.items() if t > since}
 
 
 def load_column(cycle: CycleState, candidates: Sequence[Endpoint]) -> FloatArray:
@@ -52,5 +87,7 @@ def _load(endpoint: Endpoint) -> int:
 
 def from_parameters(params: Params) -> InFlightLoadScorer:
     load_range = params.number("loadRange", DEFAULT_LOAD_RANGE, minimum=0, exclusive_minimum=True)
+    window_ms = params.number("prefillWindowMs", DEFAULT_PREFILL_WINDOW_S * 1000, minimum=0)
+    prefill_load = params.number("prefillLoad", DEFAULT_PREFILL_LOAD, minimum=0)
     params.done()
-    return InFlightLoadScorer(load_range)
+    return InFlightLoadScorer(load_range, window_ms / 1000, prefill_load)
