@@ -103,6 +103,7 @@ def bench_one(count: int, rounds: int, per_round: int) -> float:
             decision = scheduler.schedule(request, endpoints)
             elapsed += time.perf_counter() - start
             # The director's bookkeeping between decisions (not timed): acquire, and an older one ends.
+            scheduler.record(decision)  # type: ignore[arg-type]  # per-replica state, as the director does
             primary = decision.primary  # type: ignore[union-attr]
             in_flight[primary] = in_flight.get(primary, 0) + 1
             outstanding.append(primary)

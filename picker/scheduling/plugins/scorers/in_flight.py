@@ -18,11 +18,18 @@ breaks ties between equal counts).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
-from picker.scheduling.columns import FloatArray, in_flight_column, relative_scores, snapshot_column
+from picker.scheduling.columns import (
+    FloatArray,
+    in_flight_column,
+    positions,
+    relative_scores,
+    snapshot_column,
+)
 from picker.scheduling.framework import CycleState, Scores
 from picker.scheduling.params import Params
 from picker.scheduling.types import Decision, Endpoint
@@ -31,7 +38,6 @@ TYPE = "in-flight-load-scorer"
 DEFAULT_LOAD_RANGE = 32.0
 DEFAULT_PREFILL_WINDOW_S = 0.05
 DEFAULT_PREFILL_LOAD = 0.5
-_MAX_REMEMBERED = 10_000  # endpoints whose last dispatch is kept (old ones pruned past this)
 
 
 class InFlightLoadScorer:
@@ -47,27 +53,36 @@ class InFlightLoadScorer:
         self.load_range = load_range
         self.prefill_window_s = prefill_window_s
         self.prefill_load = prefill_load
-        self._last_dispatch: dict[str, float] = {}  # per replica, like the in-flight counts
+        # Endpoints sent a request within the window, oldest first (per replica, like in-flight
+        # counts): a few entries at any rate, so scoring stays cheap over 1,000 candidates.
+        self._recent: OrderedDict[str, float] = OrderedDict()
 
     def score(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Scores:
         load = load_column(cycle, candidates)
-        if self.prefill_window_s > 0 and self._last_dispatch:
-            since = cycle.now - self.prefill_window_s
-            last = self._last_dispatch
-            recent = [i for i, e in enumerate(candidates) if last.get(e.address, since) > since]
-            if recent:
+        self._forget_before(cycle.now - self.prefill_window_s)
+        if self._recent:
+            index = positions(cycle, candidates)
+            rows = [i for address in self._recent if (i := index.get(address)) is not None]
+            if rows:
                 load = load.copy()  # the column may be memoised for other cycles: never in place
-                load[recent] += self.prefill_load
+                load[rows] += self.prefill_load
         return relative_scores(load, self.load_range)
 
     def record(self, decision: Decision, now: float) -> None:
         """The decision's primary was just sent a request (called by the scheduler after each one)."""
         if self.prefill_window_s <= 0:
             return
-        self._last_dispatch[decision.primary] = now
-        if len(self._last_dispatch) > _MAX_REMEMBERED:
-            since = now - self.prefill_window_s
-            self._last_dispatch = {a: t for a, t in self._last_dispatch.items() if t > since}
+        self._recent[decision.primary] = now
+        self._recent.move_to_end(decision.primary)
+        self._forget_before(now - self.prefill_window_s)
+
+    def _forget_before(self, since: float) -> None:
+        recent = self._recent
+        while recent:
+            address, at = next(iter(recent.items()))
+            if at > since:
+                return
+            del recent[address]
 
 
 def load_column(cycle: CycleState, candidates: Sequence[Endpoint]) -> FloatArray:
