@@ -112,7 +112,7 @@ class Director:
             request_id=ctx.request_id,
             model=parsed.model,
             target=target,
-            pool=view.pool.key,
+            pool=ctx.pool,
             endpoint=chosen[0],
             fallbacks=list(chosen[1:]),
             scores=outcome.scores,
