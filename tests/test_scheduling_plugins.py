@@ -277,6 +277,9 @@ def test_in_flight_load_scorer_load_range_parameter() -> None:
     assert (scorer.prefill_window_s, scorer.prefill_load) == (0.02, 0.25)
     with pytest.raises(ConfigError, match="prefillWindowMs"):
         in_flight_from_parameters(Params({"prefillWindowMs": -1}, "p"))
+    assert in_flight_from_parameters(Params({"prefillLoadPerKTokens": 3}, "p")).prefill_load_per_ktokens == 3
+    with pytest.raises(ConfigError, match="prefillLoadPerKTokens"):
+        in_flight_from_parameters(Params({"prefillLoadPerKTokens": -0.5}, "p"))
 
 
 def test_a_request_in_its_prefill_window_breaks_ties_but_not_real_load() -> None:
@@ -293,6 +296,50 @@ def test_a_request_in_its_prefill_window_breaks_ties_but_not_real_load() -> None
     off = InFlightLoadScorer(prefill_window_s=0)
     off.record(Decision(endpoints=(first.address,)), now=10.0)
     assert off.score(cycle(now=10.01), [first, second]) == 1.0
+
+
+def test_a_long_prompt_in_prefill_weighs_more_than_a_short_one() -> None:
+    """Both pods were just sent a request: the one prefilling 2,000 tokens loses to the one prefilling 100."""
+    scorer = InFlightLoadScorer(
+        load_range=8, prefill_window_s=0.05, prefill_load=0.5, prefill_load_per_ktokens=2
+    )
+    long, short = ep(1), ep(2)
+    scorer.record(Decision(endpoints=(long.address,), prefill_chars=8000), now=10.0)
+    scorer.record(Decision(endpoints=(short.address,), prefill_chars=400), now=10.0)
+    scores = expand(scorer.score(cycle(now=10.01), [long, short]), 2)
+    # load 0.5 + 2 x 2.0 = 4.5 against 0.5 + 2 x 0.1 = 0.7
+    assert scores == pytest.approx([1.0 - 3.8 / 8, 1.0])
+    # ... and more than one more running request elsewhere: its prefill stalls every new first token
+    busier = expand(scorer.score(cycle(now=10.01), [long, ep(3, in_flight=1)]), 2)
+    assert busier[0] < busier[1]
+    # each dispatch leaves the window on its own
+    scorer.record(Decision(endpoints=(short.address,), prefill_chars=400), now=10.04)
+    after_first = expand(scorer.score(cycle(now=10.06), [long, short]), 2)
+    assert after_first == pytest.approx([1.0, 1.0 - 0.7 / 8])
+    assert scorer.score(cycle(now=10.2), [long, short]) == 1.0
+
+
+def test_the_decision_carries_the_prompt_part_the_primary_must_prefill() -> None:
+    """All of the prompt without a prefix scorer; what the prefix index says the primary lacks with one."""
+    prompt = "system prompt shared by a group of requests. " * 40 + "and one question"
+    request = InferenceRequest("r", "m", "m", prompt=prompt)
+    plain = Scheduler(
+        [], [WeightedScorer(InFlightLoadScorer(), 1.0)], MaxScorePicker(1), rng=random.Random(0)
+    )
+    decision = plain.schedule(request, [ep(1), ep(2)])
+    assert isinstance(decision, Decision) and decision.prefill_chars == len(prompt)
+    index = PrefixIndex()
+    prefix = PrefixCacheScorer(index)
+    scheduler = Scheduler(
+        [], [WeightedScorer(prefix, 1.0)], MaxScorePicker(1), rng=random.Random(0), prefix_index=index
+    )
+    first = scheduler.schedule(request, [ep(1), ep(2)])
+    assert isinstance(first, Decision) and first.prefill_chars == len(prompt)  # nothing cached anywhere yet
+    scheduler.record(first)
+    again = scheduler.schedule(InferenceRequest("r2", "m", "m", prompt=prompt), [ep(1), ep(2)])
+    assert isinstance(again, Decision) and again.primary == first.primary
+    held = len(prompt.encode()) // 64 * 64  # whole 64-byte blocks
+    assert again.prefill_chars == len(prompt) - held
 
 
 def test_the_scheduler_tells_recording_scorers_of_each_decision() -> None:

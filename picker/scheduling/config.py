@@ -4,7 +4,7 @@
 plugins:                          # optional: instances with parameters (name defaults to type)
   - type: in-flight-load-scorer
     name: load
-    parameters: {loadRange: 32, prefillWindowMs: 50, prefillLoad: 0.5}
+    parameters: {loadRange: 32, prefillWindowMs: 50, prefillLoad: 0.5, prefillLoadPerKTokens: 2}
 profile:                          # optional; these are the defaults (SchedulerConfig)
   filters: [model-filter, subset-hint-filter, readiness-filter]
   scorers:
@@ -53,9 +53,11 @@ class SchedulerConfig:
     # 0.25, so a full prefix match outweighs up to 24 extra requests and a running adapter (instead
     # of an eviction) 8; the load weight (8) exceeds the prefix weight (6), so a big enough imbalance
     # always wins. A miss costs a full prefill that also stalls every running sequence of the pod, an
-    # extra running request little (docs/benchmarks.md). Among equal counts, a pod sent a request in
-    # the last 50 ms (probably still in prefill) loses the tie. `queue-scorer` is not in the default
-    # profile: the load scorer already counts `waiting`, and live rather than 50 ms stale.
+    # extra running request little (docs/benchmarks.md). A pod sent a request in the last 50 ms
+    # (probably still in prefill) counts half a request more, plus two per thousand prompt tokens it
+    # must prefill: equal counts no longer tie, and a long prefill steers new requests elsewhere.
+    # `queue-scorer` is not in the default profile: the load scorer already counts `waiting`, and
+    # live rather than 50 ms stale.
     scorers: tuple[tuple[str, float], ...] = (
         ("in-flight-load-scorer", 8.0),
         ("prefix-cache-scorer", 6.0),

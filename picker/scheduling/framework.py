@@ -161,7 +161,9 @@ class Scheduler:
         picked = tuple(candidates[i].address for i in chosen)
         scores = {candidates[i].address: float(totals[i]) + offset for i in chosen}
         hashes: tuple[int, ...] = cycle.data.get(PROMPT_HASHES_KEY, ())
-        return Decision(endpoints=picked, scores=scores, prefix_hashes=hashes)
+        matched: dict[str, int] = cycle.data.get(PREFIX_MATCHED_CHARS_KEY, {})
+        prefill = max(0, len(request.prompt) - matched.get(picked[0], 0))
+        return Decision(endpoints=picked, scores=scores, prefix_hashes=hashes, prefill_chars=prefill)
 
     @staticmethod
     def _filter(
@@ -251,3 +253,6 @@ class Scheduler:
 
 # Key in CycleState.data under which the prompt's block hashes are kept (computed once per cycle).
 PROMPT_HASHES_KEY = "prompt_hashes"
+# Key in CycleState.data: address -> prompt characters that endpoint probably holds in its prefix
+# cache (set by the prefix scorer; absent without one, when every character counts as prefill).
+PREFIX_MATCHED_CHARS_KEY = "prefix_matched_chars"

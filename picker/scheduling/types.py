@@ -96,6 +96,9 @@ class Decision:
     endpoints: tuple[str, ...]
     scores: dict[str, float] = field(default_factory=dict)  # address -> total score, for the log
     prefix_hashes: tuple[int, ...] = ()  # the prompt's block hashes, for PrefixIndex.record after sending
+    # Prompt characters the primary probably has to prefill: all but the prefix this replica last
+    # sent it (a guess of its prefix cache), for the load scorers that weigh prefill work.
+    prefill_chars: int = 0
 
     @property
     def primary(self) -> str:

@@ -6,19 +6,23 @@ requests from other picker replicas (and is the larger one then). Score `1 - (lo
 loadRange`, clipped to [0, 1]: the least-loaded candidate scores 1, each request above it costs
 `1 / loadRange`. Smooth, not min-max: one extra request on an idle fleet stays a small difference.
 
-A request dispatched less than `prefillWindowMs` ago counts `prefillLoad` more: it is probably still
-in prefill, the phase that delays every other new request's first token on that server. Among pods
-with equal counts this sends the next request to one that has not just received one (round-robin's
-strength on uniform traffic, kept without its blindness to load).
+A request dispatched less than `prefillWindowMs` ago counts `prefillLoad` more, plus
+`prefillLoadPerKTokens` per thousand prompt tokens the server probably has to prefill (those not in
+its prefix cache, as far as this replica knows): it is probably still in prefill, the phase that
+delays every other new request's first token on that server, for longer the longer the prompt. Among
+pods with equal counts this sends the next request to one that has not just received one, or whose
+last one was short (round-robin's strength on uniform traffic, kept without its blindness to load
+and prompt length).
 
 Parameters: `loadRange` (32): load above the least-loaded candidate at which the score reaches 0;
-`prefillWindowMs` (50, 0 turns it off) and `prefillLoad` (0.5, below one request so it only
-breaks ties between equal counts).
+`prefillWindowMs` (50, 0 turns it off), `prefillLoad` (0.5, below one request so a short prompt
+only breaks ties between equal counts) and `prefillLoadPerKTokens` (2.0; tokens are estimated as
+4 prompt characters each).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +42,8 @@ TYPE = "in-flight-load-scorer"
 DEFAULT_LOAD_RANGE = 32.0
 DEFAULT_PREFILL_WINDOW_S = 0.05
 DEFAULT_PREFILL_LOAD = 0.5
+DEFAULT_PREFILL_LOAD_PER_KTOKENS = 2.0
+CHARS_PER_TOKEN = 4
 
 
 class InFlightLoadScorer:
@@ -49,40 +55,55 @@ class InFlightLoadScorer:
         load_range: float = DEFAULT_LOAD_RANGE,
         prefill_window_s: float = DEFAULT_PREFILL_WINDOW_S,
         prefill_load: float = DEFAULT_PREFILL_LOAD,
+        prefill_load_per_ktokens: float = DEFAULT_PREFILL_LOAD_PER_KTOKENS,
     ) -> None:
         self.load_range = load_range
         self.prefill_window_s = prefill_window_s
         self.prefill_load = prefill_load
-        # Endpoints sent a request within the window, oldest first (per replica, like in-flight
-        # counts): a few entries at any rate, so scoring stays cheap over 1,000 candidates.
-        self._recent: OrderedDict[str, float] = OrderedDict()
+        self.prefill_load_per_ktokens = prefill_load_per_ktokens
+        # Requests sent within the window, oldest first, as (sent at, endpoint, extra load), and the
+        # extra load per endpoint (per replica, like in-flight counts): a few entries at any rate,
+        # so scoring stays cheap over 1,000 candidates.
+        self._recent: deque[tuple[float, str, float]] = deque()
+        self._pending: dict[str, float] = {}
 
     def score(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Scores:
         load = load_column(cycle, candidates)
         self._forget_before(cycle.now - self.prefill_window_s)
-        if self._recent:
+        if self._pending:
             index = positions(cycle, candidates)
-            rows = [i for address in self._recent if (i := index.get(address)) is not None]
+            rows = [
+                (i, extra)
+                for address, extra in self._pending.items()
+                if (i := index.get(address)) is not None
+            ]
             if rows:
                 load = load.copy()  # the column may be memoised for other cycles: never in place
-                load[rows] += self.prefill_load
+                for i, extra in rows:
+                    load[i] += extra
         return relative_scores(load, self.load_range)
 
     def record(self, decision: Decision, now: float) -> None:
         """The decision's primary was just sent a request (called by the scheduler after each one)."""
         if self.prefill_window_s <= 0:
             return
-        self._recent[decision.primary] = now
-        self._recent.move_to_end(decision.primary)
+        tokens = decision.prefill_chars / CHARS_PER_TOKEN
+        extra = self.prefill_load + self.prefill_load_per_ktokens * tokens / 1000.0
+        if extra <= 0:
+            return
         self._forget_before(now - self.prefill_window_s)
+        self._recent.append((now, decision.primary, extra))
+        self._pending[decision.primary] = self._pending.get(decision.primary, 0.0) + extra
 
     def _forget_before(self, since: float) -> None:
-        recent = self._recent
-        while recent:
-            address, at = next(iter(recent.items()))
-            if at > since:
-                return
-            del recent[address]
+        recent, pending = self._recent, self._pending
+        while recent and recent[0][0] <= since:
+            _, address, extra = recent.popleft()
+            left = pending[address] - extra
+            if left > 1e-9:
+                pending[address] = left
+            else:
+                del pending[address]
 
 
 def load_column(cycle: CycleState, candidates: Sequence[Endpoint]) -> FloatArray:
@@ -104,5 +125,6 @@ def from_parameters(params: Params) -> InFlightLoadScorer:
     load_range = params.number("loadRange", DEFAULT_LOAD_RANGE, minimum=0, exclusive_minimum=True)
     window_ms = params.number("prefillWindowMs", DEFAULT_PREFILL_WINDOW_S * 1000, minimum=0)
     prefill_load = params.number("prefillLoad", DEFAULT_PREFILL_LOAD, minimum=0)
+    per_ktokens = params.number("prefillLoadPerKTokens", DEFAULT_PREFILL_LOAD_PER_KTOKENS, minimum=0)
     params.done()
-    return InFlightLoadScorer(load_range, window_ms / 1000, prefill_load)
+    return InFlightLoadScorer(load_range, window_ms / 1000, prefill_load, per_ktokens)

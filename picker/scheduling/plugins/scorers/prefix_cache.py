@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from picker.scheduling.columns import positions
-from picker.scheduling.framework import PROMPT_HASHES_KEY, CycleState, Scores
+from picker.scheduling.framework import PREFIX_MATCHED_CHARS_KEY, PROMPT_HASHES_KEY, CycleState, Scores
 from picker.scheduling.params import Params
 from picker.scheduling.prefix_index import (
     DEFAULT_BLOCK_SIZE,
@@ -61,6 +61,8 @@ class PrefixCacheScorer:
         matched = self.index.match(hashes)
         if not matched:
             return 0.0
+        block = self.block_size
+        cycle.data[PREFIX_MATCHED_CHARS_KEY] = {a: depth * block for a, depth in matched.items()}
         total = float(max(len(hashes), self.full_credit_blocks))
         index = positions(cycle, candidates)
         # Sparse: only endpoints holding a prefix get a score; the rest are 0 without a per-endpoint pass.
