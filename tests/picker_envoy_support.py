@@ -403,19 +403,24 @@ def write_envoy_config(
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
         },
     ]
-    # As compiled: routed requests' status and usage go back to the picker over its gRPC access log.
-    access_log = {
-        "name": "envoy.access_loggers.http_grpc",
-        "filter": {
+    # As compiled (extserver/compile/access_log.py): routed requests' status and usage go back to the
+    # picker over its gRPC access log, filtered on the pool the picker marked them with.
+    pool_filters = [
+        {
             "metadata_filter": {
                 "matcher": {
                     "filter": PICKER_METADATA_NAMESPACE,
-                    "path": [{"key": PickerMetadataKey.TARGET}],
-                    "value": {"present_match": True},
+                    "path": [{"key": PickerMetadataKey.POOL}],
+                    "value": {"string_match": {"exact": f"{namespace}/{pool}"}},
                 },
                 "match_if_key_not_found": False,
             }
-        },
+        }
+        for pool in pools
+    ]
+    access_log = {
+        "name": "envoy.access_loggers.http_grpc",
+        "filter": pool_filters[0] if len(pool_filters) == 1 else {"or_filter": {"filters": pool_filters}},
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
             "common_config": {

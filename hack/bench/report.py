@@ -165,7 +165,8 @@ def render_markdown(document: dict[str, Any], images: Sequence[str]) -> str:
         f"{overhead.get('overhead_fraction', math.nan):.1%} of its idle TTFT; "
         f"{_overhead_vs_loaded(document):.1%} of its lowest p50 TTFT under load "
         f"(fairness limit 2% applies to runs faster than real time; this one runs "
-        f"{fleet['time_scale']}x slower)",
+        f"{fleet['time_scale']}x slower); where it goes: "
+        "[picker-overhead.md](picker-overhead.md#where-the-time-goes-inside-the-gateway)",
         f"- runs flagged invalid (machine saturated or load generator late): {len(invalid)} of {len(cells)}",
         "",
     ]
