@@ -44,6 +44,21 @@ def best_other(
     return (min if lower_is_better else max)(others, key=lambda x: x[1])
 
 
+def top_load_vs_best_other(document: dict[str, Any], workload: str) -> str:
+    """`<ratio> (vs <router>)`: picker / best other p90 TTFT of a workload at its highest load."""
+    for wl in document["workloads"]:
+        if wl["workload"] != workload or not wl["cells"]:
+            continue
+        top = max(c["load"] for c in wl["cells"])
+        cells = [c for c in wl["cells"] if c["load"] == top]
+        picker = next((c for c in cells if c["router"] == "picker" and c["summary"]), None)
+        best = best_other(cells, "ttft_p90_ms")
+        if picker is None or best is None:
+            return "n/a"
+        return f"{_fmt(picker['summary']['ttft_p90_ms'] / best[1], 2)} (vs {best[0]})"
+    return "n/a"
+
+
 def workload_table(wl: dict[str, Any]) -> list[str]:
     lines = []
     loads = sorted({c["load"] for c in wl["cells"]})
@@ -158,6 +173,9 @@ def render_markdown(document: dict[str, Any], images: Sequence[str]) -> str:
         "",
         f"- picker / round_robin p90 TTFT on shared_prefix at the highest load: "
         f"**{_fmt(ratios['shared_prefix_p90_ttft_vs_round_robin'], 2)}** (target <= 0.5)",
+        "- picker / best other router p90 TTFT at the highest load on shared_prefix: "
+        f"**{top_load_vs_best_other(document, 'shared_prefix')}**, on multi_lora: "
+        f"**{top_load_vs_best_other(document, 'multi_lora')}** (target < 1 on both)",
         f"- worst picker / best other router p90 TTFT over all workloads and loads: "
         f"**{_fmt(ratios['worst_p90_ttft_vs_best_other'], 2)}** (target <= 1.05)",
         f"- picker's real overhead on an idle fleet (its TTFT minus round_robin's): "
