@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import copy
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +37,7 @@ import yaml  # noqa: E402
 
 from hack.bench.workloads import WORKLOADS, FleetSettings, manifests  # noqa: E402
 from hack.local_gateway.envoy import EnvoyProcess  # noqa: E402
+from hack.local_gateway.processes import ManagedProcess  # noqa: E402
 from hack.ports import free_port  # noqa: E402
 
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
@@ -73,26 +71,6 @@ async def serve_trivial(port: int, destination: str) -> None:
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
-
-
-@contextlib.contextmanager
-def trivial_process(port: int, destination: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--trivial-server", str(port), destination],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # --- the variants' bootstraps, from the gateway's config_dump --------------------------------------
@@ -213,7 +191,12 @@ async def run(requests: int, gap_s: float) -> int:
             dump = gateway.envoy.config_dump()
             destination = str(gateway.pods[0].address)
             trivial_port = free_port()
-            with trivial_process(trivial_port, destination, work / "trivial.log"):
+            trivial = ManagedProcess(
+                "trivial",
+                [sys.executable, __file__, "--trivial-server", str(trivial_port), destination],
+                work / "trivial.log",
+            )
+            with trivial:
                 urls: dict[str, str] = {}
                 logs: dict[str, Path] = {}
                 for variant in VARIANTS:

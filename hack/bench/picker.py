@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -47,12 +47,12 @@ import orjson  # noqa: E402
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep  # noqa: E402
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc  # noqa: E402
 
-from hack.local_gateway.envoy import envoy_binary  # noqa: E402
+from hack.local_gateway.envoy import EnvoyProcess  # noqa: E402
+from hack.local_gateway.processes import ManagedProcess  # noqa: E402
 from hack.ports import common_free_port, free_port  # noqa: E402
 from picker.extproc import mutations  # noqa: E402
 
 PYTHON = sys.executable
-ENVOY = Path(envoy_binary())
 NS = "default"
 POOL = "pool"
 CLIENT_MODEL = "alias"  # what clients send; the InferenceModel routes it to TARGET_MODEL
@@ -279,36 +279,6 @@ def front_config(directory: Path, picker_grpc: int, trivial_grpc: int, admin_por
 # --- processes --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def envoy_args(bootstrap: Path) -> list[str]:
-    base_id = 1000 + (os.getpid() * 7 + time.monotonic_ns()) % 60000
-    return [
-        str(ENVOY),
-        "-c",
-        str(bootstrap),
-        "--base-id",
-        str(base_id),
-        "--log-level",
-        "error",
-        "--concurrency",
-        "1",
-    ]
-
-
 def wait_until(check: Any, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -438,11 +408,13 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         upstream = tmp / "upstream.json"
         upstream.write_text(json.dumps(upstream_bootstrap(hosts, pod_port, free_port())))
-        stack.enter_context(process(envoy_args(upstream), tmp / "upstream.log"))
+        upstream_envoy = EnvoyProcess(json.loads(upstream.read_text()), log_level="error", concurrency=1)
+        stack.enter_context(upstream_envoy)
         (tmp / "manifests.yaml").write_text(manifests(hosts, pod_port))
         picker_grpc, trivial_grpc, admin = free_port(), free_port(), free_port()
         picker_process = stack.enter_context(
-            process(
+            ManagedProcess(
+                "picker",
                 [
                     PYTHON,
                     "-m",
@@ -469,16 +441,24 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         trivial_process = stack.enter_context(
-            process([PYTHON, __file__, "--trivial-server", str(trivial_grpc)], tmp / "trivial.log")
+            ManagedProcess(
+                "trivial", [PYTHON, __file__, "--trivial-server", str(trivial_grpc)], tmp / "trivial.log"
+            )
         )
         bootstrap, ports = front_config(tmp, picker_grpc, trivial_grpc, admin)
-        stack.enter_context(process(envoy_args(bootstrap), tmp / "front.log"))
+        front_envoy = EnvoyProcess(json.loads(bootstrap.read_text()), log_level="error", concurrency=1)
+        stack.enter_context(front_envoy)
         try:
             for port in (ports.plain, ports.trivial, ports.picker, ports.trivial_same_mode):
                 wait_until(lambda port=port: post_ok(port), f"a 200 through listener {port}")
         except RuntimeError:
-            for log in ("front.log", "picker.log", "trivial.log", "upstream.log"):
-                print(f"--- {log}\n" + (tmp / log).read_text()[-2000:], file=sys.stderr)
+            for name, text in (
+                ("front Envoy", front_envoy.log_tail()),
+                ("picker", picker_process.log_tail()),
+                ("trivial", trivial_process.log_tail()),
+                ("upstream Envoy", upstream_envoy.log_tail()),
+            ):
+                print(f"--- {name}\n{text}", file=sys.stderr)
             raise
         idle_from = cpu_seconds(picker_process.pid)
         time.sleep(1.0)

@@ -29,6 +29,18 @@ class ManagedProcess:
                 self.cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
 
+    def __enter__(self) -> ManagedProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not started"
+        return self.process.pid
+
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
