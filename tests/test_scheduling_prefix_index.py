@@ -39,6 +39,21 @@ def test_lru_evicts_oldest_blocks_per_endpoint() -> None:
     assert index.blocks_held("e1") == 3
 
 
+def test_under_capacity_pressure_a_prompt_loses_its_tail_before_its_head() -> None:
+    """As vLLM evicts: an older prompt still matches by its head when a newer one needs room."""
+    index = PrefixIndex(capacity_per_endpoint=12)
+    old = prompt_hashes("o" * 40, "m", 4)  # 10 blocks
+    new = prompt_hashes("n" * 20, "m", 4)  # 5 blocks: 3 of `old` must go
+    index.record("e1", old)
+    index.record("e1", new)
+    assert index.match(old) == {"e1": 7}
+    assert index.match(new) == {"e1": 5}
+    # A prompt longer than the capacity keeps its head.
+    small = PrefixIndex(capacity_per_endpoint=4)
+    small.record("e1", old)
+    assert small.match(old) == {"e1": 4}
+
+
 def test_forget_drops_endpoint() -> None:
     index = PrefixIndex(10)
     hashes = prompt_hashes("q" * 8, "m", 4)

@@ -52,13 +52,18 @@ class PrefixIndex:
         self._holders: dict[int, set[str]] = {}
 
     def record(self, endpoint: str, hashes: Sequence[int]) -> None:
-        """Remember that `endpoint` ("ip:port") was just sent a prompt with these block hashes."""
+        """Remember that `endpoint` ("ip:port") was just sent a prompt with these block hashes.
+
+        Deepest block first, so the prompt's head ends up the most recent: under capacity pressure a
+        prompt loses its tail before its head, as vLLM frees a request's blocks tail first. A prompt
+        that lost its head would match nothing, however much of it were left.
+        """
         blocks = self._blocks.get(endpoint)
         if blocks is None:
             blocks = self._blocks[endpoint] = OrderedDict()
         holders = self._holders
         capacity = self.capacity_per_endpoint
-        for block in hashes:
+        for block in reversed(hashes):
             if block in blocks:  # already held (and so in its holders set): refresh recency only
                 blocks.move_to_end(block)
                 continue
