@@ -206,6 +206,13 @@ def render_markdown(document: dict[str, Any], images: Sequence[str]) -> str:
         )
         for router, why in wl.get("skipped_routers", {}).items():
             lines.append(f"{router} not measured: {why.splitlines()[0]}.")
+        if len(wl.get("deployments", ())) > 1:
+            lines.append(
+                "The split is random per request for every router (Envoy's weighted clusters behind the "
+                "picker, the load generator for the others), so which requests meet the slow model differs: "
+                "over a few hundred requests its share moves by about 3 points either way, and p90 TTFT, "
+                "set by the slow model, by several percent between runs."
+            )
         lines.append("")
         image = f"routing-{wl['workload']}.png"
         if image in images:
