@@ -254,5 +254,6 @@ class Scheduler:
 # Key in CycleState.data under which the prompt's block hashes are kept (computed once per cycle).
 PROMPT_HASHES_KEY = "prompt_hashes"
 # Key in CycleState.data: address -> prompt characters that endpoint probably holds in its prefix
-# cache (set by the prefix scorer; absent without one, when every character counts as prefill).
+# cache (set by the prefix scorer, counted in UTF-8 bytes: the same for ASCII text, an overestimate
+# otherwise; absent without a prefix scorer, when every character counts as prefill).
 PREFIX_MATCHED_CHARS_KEY = "prefix_matched_chars"
