@@ -44,18 +44,25 @@ def best_other(
     return (min if lower_is_better else max)(others, key=lambda x: x[1])
 
 
+def picker_vs_best_other(
+    cells: Sequence[dict[str, Any]], key: str, lower_is_better: bool = True
+) -> tuple[float, str] | None:
+    """(picker's `key` / the best other router's, that router) for one workload and load."""
+    picker = next((c for c in cells if c["router"] == "picker" and c["summary"]), None)
+    best = best_other(cells, key, lower_is_better)
+    if picker is None or best is None:
+        return None
+    return picker["summary"][key] / best[1], best[0]
+
+
 def top_load_vs_best_other(document: dict[str, Any], workload: str) -> str:
     """`<ratio> (vs <router>)`: picker / best other p90 TTFT of a workload at its highest load."""
     for wl in document["workloads"]:
         if wl["workload"] != workload or not wl["cells"]:
             continue
         top = max(c["load"] for c in wl["cells"])
-        cells = [c for c in wl["cells"] if c["load"] == top]
-        picker = next((c for c in cells if c["router"] == "picker" and c["summary"]), None)
-        best = best_other(cells, "ttft_p90_ms")
-        if picker is None or best is None:
-            return "n/a"
-        return f"{_fmt(picker['summary']['ttft_p90_ms'] / best[1], 2)} (vs {best[0]})"
+        found = picker_vs_best_other([c for c in wl["cells"] if c["load"] == top], "ttft_p90_ms")
+        return "n/a" if found is None else f"{_fmt(found[0], 2)} (vs {found[1]})"
     return "n/a"
 
 
@@ -88,14 +95,13 @@ def workload_table(wl: dict[str, Any]) -> list[str]:
                 f"| {_fmt(f.get('server_ttft_mean_ms', math.nan))} "
                 f"| {'yes' if c['valid'] else 'NO: ' + c['note']} |"
             )
-        picker = by_router.get("picker")
-        ttft = best_other(cells, "ttft_p90_ms")
-        tput = best_other(cells, "tokens_per_s", lower_is_better=False)
-        if picker and picker["summary"] and ttft and tput:
+        ttft = picker_vs_best_other(cells, "ttft_p90_ms")
+        tput = picker_vs_best_other(cells, "tokens_per_s", lower_is_better=False)
+        if ttft and tput:
             lines.append("")
             lines.append(
-                f"picker / best other: p90 TTFT {picker['summary']['ttft_p90_ms'] / ttft[1]:.2f} (vs {ttft[0]}), "
-                f"throughput {picker['summary']['tokens_per_s'] / tput[1]:.2f} (vs {tput[0]})"
+                f"picker / best other: p90 TTFT {ttft[0]:.2f} (vs {ttft[1]}), "
+                f"throughput {tput[0]:.2f} (vs {tput[1]})"
             )
         lines.append("")
     return lines
