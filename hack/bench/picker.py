@@ -406,9 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     pod_port = common_free_port(hosts)
     with tempfile.TemporaryDirectory(prefix="bench-picker-") as tmp_name, contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
-        upstream = tmp / "upstream.json"
-        upstream.write_text(json.dumps(upstream_bootstrap(hosts, pod_port, free_port())))
-        upstream_envoy = EnvoyProcess(json.loads(upstream.read_text()), log_level="error", concurrency=1)
+        upstream_envoy = EnvoyProcess(
+            upstream_bootstrap(hosts, pod_port, free_port()), log_level="error", concurrency=1
+        )
         stack.enter_context(upstream_envoy)
         (tmp / "manifests.yaml").write_text(manifests(hosts, pod_port))
         picker_grpc, trivial_grpc, admin = free_port(), free_port(), free_port()
