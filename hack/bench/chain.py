@@ -33,9 +33,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
-import yaml  # noqa: E402
 
-from hack.bench.workloads import WORKLOADS, FleetSettings, manifests  # noqa: E402
+from hack.bench.loadgen import percentile  # noqa: E402
+from hack.bench.workloads import WORKLOADS, FleetSettings  # noqa: E402
 from hack.local_gateway.envoy import EnvoyProcess  # noqa: E402
 from hack.local_gateway.processes import ManagedProcess  # noqa: E402
 from hack.ports import free_port  # noqa: E402
@@ -157,33 +157,13 @@ def chain_ms(log_path: Path, skip: int) -> list[float]:
     return values[skip:]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def run(requests: int, gap_s: float) -> int:
-    from hack.bench.routing import _sim_config_for
-    from hack.local_gateway.run import LocalGateway, LocalGatewayOptions
+    from hack.bench.routing import local_gateway
 
-    fleet = FleetSettings()
     workload = WORKLOADS["shared_prefix"](8)  # type: ignore[call-arg]
     with tempfile.TemporaryDirectory(prefix="bench-chain-") as tmp:
         work = Path(tmp)
-        manifest_path = work / "manifests.yaml"
-        manifest_path.write_text(yaml.safe_dump_all(manifests(workload, fleet)))
-        gateway = LocalGateway(
-            LocalGatewayOptions(
-                manifests=[manifest_path],
-                listener_ports={8081: free_port()},
-                ip_prefix=f"127.{100 + random.randint(0, 99)}.{random.randint(1, 250)}.",
-                time_scale=fleet.time_scale,
-                work_dir=work / "gateway",
-                watch=False,
-                log_level="warning",
-                sim_config=_sim_config_for(workload, fleet),
-            )
-        )
+        gateway = local_gateway(workload, FleetSettings(), work)
         envoys: list[EnvoyProcess] = []
         try:
             await gateway.start()
@@ -230,7 +210,7 @@ async def run(requests: int, gap_s: float) -> int:
             print(f"{variant:<10} no successful request (failed {failures[variant]})")
             return 1
         print(
-            f"{variant:<10} {statistics.median(values):>8.3f} {percentile(values, 0.9):>8.3f} "
+            f"{variant:<10} {statistics.median(values):>8.3f} {percentile(values, 90):>8.3f} "
             f"{len(values):>9} {failures[variant]:>7}"
         )
     p50 = {v: statistics.median(results[v]) for v in VARIANTS}

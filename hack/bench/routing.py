@@ -357,25 +357,30 @@ async def overhead_probe(workload: Workload, routers: Sequence[Router], count: i
 # one workload ---------------------------------------------------------------------------------------
 
 
-async def run_workload(name: str, m: Matrix, work_root: Path, log: Any) -> dict[str, Any]:
-    workload = WORKLOADS[name]() if name == "canary" else WORKLOADS[name](m.servers)  # type: ignore[call-arg]
-    work_dir = work_root / name
-    work_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = work_dir / "manifests.yaml"
-    manifest_path.write_text(yaml.safe_dump_all(manifests(workload, m.fleet)))
+def local_gateway(workload: Workload, fleet: FleetSettings, work_dir: Path) -> Any:
+    """The local gateway (not started) serving `workload` from its manifests, on a simulated fleet."""
     from hack.local_gateway.run import LocalGateway, LocalGatewayOptions
 
+    manifest_path = work_dir / "manifests.yaml"
+    manifest_path.write_text(yaml.safe_dump_all(manifests(workload, fleet)))
     options = LocalGatewayOptions(
         manifests=[manifest_path],
         listener_ports={8081: free_port()},
         ip_prefix=f"127.{100 + os.getpid() % 100}.{random.randint(1, 250)}.",
-        time_scale=m.fleet.time_scale,
+        time_scale=fleet.time_scale,
         work_dir=work_dir / "gateway",
         watch=False,
         log_level="warning",
-        sim_config=_sim_config_for(workload, m.fleet),
+        sim_config=_sim_config_for(workload, fleet),
     )
-    gateway = LocalGateway(options)
+    return LocalGateway(options)
+
+
+async def run_workload(name: str, m: Matrix, work_root: Path, log: Any) -> dict[str, Any]:
+    workload = WORKLOADS[name]() if name == "canary" else WORKLOADS[name](m.servers)  # type: ignore[call-arg]
+    work_dir = work_root / name
+    work_dir.mkdir(parents=True, exist_ok=True)
+    gateway = local_gateway(workload, m.fleet, work_dir)
     cells: list[CellResult] = []
     skipped: dict[str, str] = {}
     routers: list[Router] = []
