@@ -46,7 +46,7 @@ def test_our_image_runs_its_command_in_this_python_and_asks_for_the_pods_token()
     assert plan.in_cluster
 
 
-def test_envoy_gateways_proxy_runs_the_wheels_envoy_and_its_sidecar_runs_nothing() -> None:
+def test_envoy_gateways_proxy_runs_the_wheels_envoy_and_its_sidecar_runs_our_eg_build() -> None:
     envoy = {
         "name": "envoy",
         "image": "docker.io/envoyproxy/envoy:distroless-v1.39.1",
@@ -55,10 +55,12 @@ def test_envoy_gateways_proxy_runs_the_wheels_envoy_and_its_sidecar_runs_nothing
     assert runners.plan(envoy).argv[1:] == ("--config-yaml", "x")
     sidecar = {
         "name": "shutdown-manager",
-        "image": "docker.io/envoyproxy/gateway:v1.9.1",
+        "image": "docker.io/envoyproxy/gateway-dev:latest",
+        "command": ["envoy-gateway"],
         "args": ["envoy", "shutdown-manager"],
     }
-    assert runners.plan(sidecar).argv == ()
+    assert runners.plan(sidecar).argv[1:] == ("envoy", "shutdown-manager")
+    assert runners.plan(sidecar).argv[0].endswith("envoy-gateway-v1.9.1")
 
 
 def test_an_unknown_image_is_refused_by_name() -> None:

@@ -22,16 +22,19 @@ KUBERNETES_SERVICE_IP = "10.96.0.1"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 # What a kubelet-less node needs: Deployments make Pods, Services get EndpointSlices, namespaces get their
 # default ServiceAccount and CA ConfigMap, owners' deletions cascade. No node lifecycle: nobody heartbeats.
-CONTROLLERS = (
-    "deployment",
-    "replicaset",
-    "endpointslice",
-    "endpointslicemirroring",
-    "serviceaccount",
-    "garbagecollector",
-    "namespace",
-    "root-ca-certificate-publisher",
-    "disruption",
+CONTROLLERS = tuple(
+    f"{name}-controller"
+    for name in (
+        "deployment",
+        "replicaset",
+        "endpointslice",
+        "endpointslice-mirroring",
+        "serviceaccount",
+        "garbage-collector",
+        "namespace",
+        "root-ca-certificate-publisher",
+        "disruption",
+    )
 )
 
 

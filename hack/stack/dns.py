@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
@@ -90,8 +90,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         asyncio.get_running_loop().create_task(self._reply(data, addr))
@@ -110,5 +109,4 @@ async def serve(resolver: ClusterResolver, host: str, port: int = 53) -> asyncio
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: _Protocol(resolver), local_addr=(host, port)
     )
-    assert isinstance(transport, asyncio.DatagramTransport)
-    return transport
+    return cast(asyncio.DatagramTransport, transport)

@@ -33,7 +33,7 @@ from api.sources.kubeapi import (
 )
 from hack.stack import network, probes
 from hack.stack.controlplane import APISERVER_PORT, write_kubeconfig
-from hack.stack.runners import Plan, Unsupported, expand, localize, plan
+from hack.stack.runners import Plan, Unsupported, expand, localize, localize_files, plan
 from hack.stack.volumes import VolumeMaker
 
 log = structlog.get_logger(__name__)
@@ -88,6 +88,9 @@ class Podlet:
         self.addresses = network.AddressPool()
         self.pods: dict[str, LocalPod] = {}
         self.pending: dict[str, str] = {}  # uid -> why it cannot run (reported once)
+        self.retry: dict[
+            str, dict[str, Any]
+        ] = {}  # uid -> a Pod whose start failed (e.g. its Secret is not there yet)
         self.volumes = VolumeMaker(api)
         self.resolv_conf = state / "resolv.conf"
         self._lock = asyncio.Lock()
@@ -192,7 +195,13 @@ class Podlet:
                 await self._bind(pod)
                 return
             if spec["nodeName"] == NODE_NAME and uid not in self.pods and uid not in self.pending:
-                await self._start(pod)
+                try:
+                    await self._start(pod)
+                    self.retry.pop(uid, None)
+                except Exception as err:
+                    await self._stop(uid)
+                    self.retry[uid] = pod
+                    log.info("pod_start_retry", pod=f"{meta['namespace']}/{meta['name']}", error=str(err))
 
     async def _bind(self, pod: Mapping[str, Any]) -> None:
         meta = pod["metadata"]
@@ -270,6 +279,7 @@ class Podlet:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(local.directory),
             "HOSTNAME": local.name,
+            "POD_IP": local.ip,
             "PYTHONPATH": str(REPO_ROOT),
             "KUBERNETES_SERVICE_HOST": network.NODE_IP,
             "KUBERNETES_SERVICE_PORT": str(APISERVER_PORT),
@@ -286,6 +296,8 @@ class Podlet:
             if m.get("name") in volumes
         }
         argv = localize(tuple(expand(w, env) for w in container_plan.argv), mounts)
+        for local_dir in set(mounts.values()):
+            localize_files(Path(local_dir), mounts)
         if container_plan.in_cluster:
             argv = self._in_cluster(argv, local, mounts)
         ports = {
@@ -332,7 +344,8 @@ class Podlet:
             "--",
             "sh",
             "-c",
-            'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+            # Each container has its own /dev/shm (two Envoys share no hot-restart memory) and resolv.conf.
+            'mount -t tmpfs -o size=64m shm /dev/shm && mount --bind "$0" /etc/resolv.conf && exec "$@"',
             str(self.resolv_conf),
         ]
         with container.log_path.open("ab") as out:
@@ -347,6 +360,7 @@ class Podlet:
 
     async def _stop(self, uid: str) -> None:
         self.pending.pop(uid, None)
+        self.retry.pop(uid, None)
         local = self.pods.pop(uid, None)
         if local is None:
             return
@@ -361,8 +375,13 @@ class Podlet:
 
     # --- probes and status ---------------------------------------------------------------------------
     async def _probe_loop(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(0.5)
+            ticks += 1
+            if ticks % 4 == 0:
+                for pod in list(self.retry.values()):
+                    await self._reconcile("MODIFIED", pod)
             for local in list(self.pods.values()):
                 with contextlib.suppress(Exception):
                     await self._probe(local)

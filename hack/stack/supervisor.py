@@ -86,7 +86,11 @@ class Stack:
         self.tasks.append(asyncio.create_task(self._gateways(api)))
 
     def _apply_base(self, api: ApiClient) -> None:
-        self.kubectl("create", "namespace", NAMESPACE)
+        namespace = self.state / "eg-namespace.yaml"
+        namespace.write_text(
+            yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        )
+        self.kubectl("apply", "-f", str(namespace))
         for crd in _eg_crds():
             self.kubectl("apply", "--server-side", "-f", str(crd))
         self.kubectl("apply", "-f", str(REPO / "config/crd"))
