@@ -132,7 +132,7 @@ def test_a_weight_change_by_kubectl_reaches_envoy_within_two_seconds(
     model["spec"]["targetModels"][1]["weight"] = 10
     edited = tmp_path / "model.yaml"
     edited.write_text(yaml.safe_dump(model))
-    stack.kubectl("apply", "-f", str(edited))
+    stack.kubectl("apply", "-f", str(edited))  # the 2 s count from here: the API server has the change
 
     def weights() -> bool:
         dump = json.loads(stack.envoy_admin("inference-gateway", "/config_dump"))
