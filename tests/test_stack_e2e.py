@@ -157,7 +157,14 @@ def test_the_servers_run_with_only_their_service_accounts(stack: RealStack) -> N
         assert not can(who, "get", "secrets", "-A")
         assert not can(who, "create", "pods", "-n", "default")
         assert not can(who, "update", "inferencepools.inference.networking.x-k8s.io", "-n", "default")
-    assert can(extserver, "patch", "inferencepools.inference.networking.x-k8s.io/status", "-n", "default")
+    for kind in ("inferencepools", "inferencemodels"):
+        kind = f"{kind}.inference.networking.x-k8s.io"
+        assert can(extserver, "patch", kind, "--subresource=status", "-n", "default")
+        assert not can(picker, "patch", kind, "--subresource=status", "-n", "default")
+    # The one object the extension server writes: its Gateways' revisions (extserver/revisions.py).
+    revisions = "inferencegatewayrevisions.extension.inference-gateway.io"
+    assert can(extserver, "patch", revisions, "-n", "default")
+    assert not can(extserver, "patch", "gateways.gateway.networking.k8s.io", "-n", "default")
     assert can(extserver, "list", "inferencemodels.inference.networking.x-k8s.io", "-A")
     assert can(picker, "list", "pods", "-n", "default")
     # ...and they really run as those accounts: both Deployments are ready, the gateway serves.
