@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from hack.realparts import PARTS, binary, stack_version_line
+from hack.realparts import PARTS, binary
 from hack.stack import network
 
 UP_TIMEOUT = 300.0
@@ -93,7 +93,6 @@ def up(state: Path, options: dict[str, object]) -> int:
         if (state / "ready").is_file():
             print(f"KUBECONFIG={state / 'kubeconfig'}")
             print(f"KUBECTL={binary('kubectl')}")
-            print(stack_version_line())
             _print_gateways(state)
             return 0
         if (state / "failed").is_file() or child.poll() is not None:
