@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -114,4 +116,24 @@ class RealStack:
     def in_node(self, url: str, timeout: float = 5) -> str:
         """GET a Pod-network URL (a Pod IP) from the node's namespace."""
         with network.inside(self.node_netns()), urllib.request.urlopen(url, timeout=timeout) as answer:
+            return str(answer.read().decode())
+
+    def restart_envoy_gateway(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+        """Stop EG's process; the stack starts it again (as its Deployment would); wait until it is ready."""
+        pid_file = self.state / "envoy-gateway.pid"
+        old = pid_file.read_text()
+        os.kill(int(old), sig)
+        eventually(lambda: pid_file.read_text() != old, timeout, "Envoy Gateway started again")
+        eventually(
+            lambda: "ok" in self.in_node(f"http://{network.NODE_IP}:8081/readyz"),
+            timeout,
+            "Envoy Gateway ready",
+        )
+
+    def post_in_node(self, url: str, body: dict[str, Any], timeout: float = 5) -> str:
+        """POST JSON to a Pod-network URL from the node's namespace."""
+        request = urllib.request.Request(
+            url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        with network.inside(self.node_netns()), urllib.request.urlopen(request, timeout=timeout) as answer:
             return str(answer.read().decode())

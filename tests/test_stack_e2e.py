@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -213,3 +215,91 @@ def test_a_deleted_pod_leaves_the_pickers_endpoints_within_a_second(stack: RealS
 
     eventually(gone, 1.0 + 2.0, f"no request to the deleted pod {ip}", interval=0.05)
     assert SERVER_HEADER
+
+
+ROUTE_POOLS = Path(__file__).parent / "data" / "stack" / "httproute-pools.yaml"
+
+
+def test_httproutes_reach_an_inference_pool_of_every_served_version(stack: RealStack) -> None:
+    stack.kubectl("apply", "-f", str(LORA_SAMPLE))  # its GatewayClass and Gateway, which must stay untouched
+    stack.kubectl("apply", "-f", str(ROUTE_POOLS))
+    url = stack.gateway_url("default/route-gateway:8090")
+    for key in ("a1", "a2", "v1"):
+        body = {"model": f"chat-{key}", "prompt": "hello", "max_tokens": 2}
+
+        def answered(key: str = key, body: dict[str, Any] = body) -> bool:
+            import urllib.request
+
+            request = urllib.request.Request(
+                f"{url}/v1/completions",
+                data=json.dumps(body).encode(),
+                headers={"Host": f"{key}.example.com", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return json.loads(answer.read())["model"] in {"llama-3-8b", "llama-3-8b-ft"}
+
+        eventually(answered, 90, f"route-{key} answering through pool-{key}", interval=0.5)
+    for plural in (
+        "inferencepools.inference.networking.x-k8s.io",
+        "inferencepools.inference.networking.k8s.io",
+    ):
+        for pool in stack.get(plural, "-n", "default")["items"]:
+            if pool["metadata"]["name"].startswith("pool-"):
+                assert any(c["type"] == "Accepted" and c["status"] == "True" for c in _conditions(pool)), pool
+    results = asyncio.run(send_many(_Url(stack.gateway_url(GATEWAY)), LORA_BODY, 50))  # type: ignore[arg-type]
+    assert results.ok == 50 and set(results.models) == {"tweet-summary", "sql-lora"}
+
+
+def _restart_deployment(stack: RealStack, namespace: str, name: str) -> None:
+    stack.kubectl("rollout", "restart", f"deployment/{name}", "-n", namespace)
+    stack.kubectl("rollout", "status", f"deployment/{name}", "-n", namespace, "--timeout=120s")
+
+
+def test_the_extension_server_and_the_picker_restarted_recover_on_their_own(
+    stack: RealStack, tmp_path: Path
+) -> None:
+    stack.kubectl("apply", "-f", str(LORA_SAMPLE))
+    url = _serving(stack, LORA_BODY)
+    _restart_deployment(stack, "default", "inference-gateway-ext-proc")
+    _serving(stack, LORA_BODY)
+    _restart_deployment(stack, "envoy-gateway-system", "inference-extserver")
+    # The restarted extension server still compiles: a weight change reaches Envoy.
+    test_a_weight_change_by_kubectl_reaches_envoy_within_two_seconds(stack, tmp_path)
+    results = asyncio.run(send_many(_Url(url), LORA_BODY, 200, concurrency=16))  # type: ignore[arg-type]
+    assert results.ok == 200, results.errors[:5]
+
+
+def test_envoy_keeps_its_config_while_envoy_gateway_is_away_and_takes_new_config_on_return(
+    stack: RealStack, tmp_path: Path
+) -> None:
+    stack.kubectl("apply", "-f", str(LORA_SAMPLE))
+    url = _serving(stack, LORA_BODY)
+    pid = int((stack.state / "envoy-gateway.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)  # away: its xDS connections stay open but nothing answers
+    try:
+        results = asyncio.run(send_many(_Url(url), LORA_BODY, 100))  # type: ignore[arg-type]
+        assert results.ok == 100, results.errors[:5]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    stack.restart_envoy_gateway()
+    results = asyncio.run(send_many(_Url(url), LORA_BODY, 100))  # type: ignore[arg-type]
+    assert results.ok == 100, results.errors[:5]
+    test_a_weight_change_by_kubectl_reaches_envoy_within_two_seconds(stack, tmp_path)
+
+
+def test_a_pod_that_turns_not_ready_stops_getting_requests(stack: RealStack) -> None:
+    stack.kubectl("apply", "-f", str(LORA_SAMPLE))
+    url = _serving(stack, LORA_BODY)
+    pods = stack.get("pods", "-n", "default", "-l", "app=vllm-llama2-7b-pool")["items"]
+    ip = next(p["status"]["podIP"] for p in pods if p.get("status", {}).get("podIP"))
+    control = f"http://{ip}:8000/sim/control"
+    stack.post_in_node(control, {"fail": True})  # /health answers 500: the readiness probe fails
+    try:
+
+        def avoided() -> bool:
+            results = asyncio.run(send_many(_Url(url), LORA_BODY, 30, concurrency=8))  # type: ignore[arg-type]
+            return results.ok == 30 and f"{ip}:8000" not in results.servers
+
+        eventually(avoided, 5.0, f"no request to the NotReady pod {ip}", interval=0.05)
+    finally:
+        stack.post_in_node(control, {"fail": False})

@@ -81,9 +81,27 @@ class Stack:
         self.eg = EnvoyGateway(self.state, self.state / "kubeconfig-node", self.control.pki.directory)
         await asyncio.to_thread(self.eg.certgen, {})
         config = eg_config(self.options.get("runtime_flags", ()), self.options.get("eg_extra"))
-        await asyncio.to_thread(self.eg.start, api, config)
+        await asyncio.to_thread(self._start_eg, api, config)
         await self._wait_deployments(api)
         self.tasks.append(asyncio.create_task(self._gateways(api)))
+        self.tasks.append(asyncio.create_task(self._keep_eg_running(api, config)))
+
+    def _start_eg(self, api: ApiClient, config: dict[str, Any]) -> None:
+        assert self.eg is not None
+        process = self.eg.start(api, config)
+        (self.state / "envoy-gateway.pid").write_text(str(process.pid))
+
+    async def _keep_eg_running(self, api: ApiClient, config: dict[str, Any]) -> None:
+        """As EG's Deployment would: a stopped or crashed Envoy Gateway is started again."""
+        while True:
+            await asyncio.sleep(0.5)
+            if self.eg is not None and self.eg.process is not None and not self.eg.process.running:
+                log.info(
+                    "envoy_gateway_restart",
+                    exit_code=self.eg.process.process and self.eg.process.process.returncode,
+                )
+                await asyncio.sleep(1.0)
+                await asyncio.to_thread(self._start_eg, api, config)
 
     def _apply_base(self, api: ApiClient) -> None:
         namespace = self.state / "eg-namespace.yaml"
