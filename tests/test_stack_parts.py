@@ -108,3 +108,15 @@ def test_cluster_dns_answers_ready_endpoints_and_refuses_other_names() -> None:
     assert sorted(str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A) == ["10.77.0.11", "10.77.0.12"]
     miss = DNSRecord.parse(dns.answer(DNSRecord.question("example.com").pack(), resolve))
     assert miss.header.rcode == RCODE.NXDOMAIN and not miss.rr
+
+
+def test_pod_addresses_come_back_only_after_the_others() -> None:
+    from hack.stack.network import AddressPool
+
+    pool = AddressPool(first=10, last=12)
+    a, b = pool.take(), pool.take()
+    pool.release(a)
+    assert pool.take() == "10.77.0.12"  # not the address just released
+    assert pool.take() == a  # the subnet wrapped: now it is the only free one
+    pool.release(b)
+    assert pool.take() == b

@@ -110,16 +110,22 @@ def create_pod(node: str, name: str, ip: str) -> None:
 
 @dataclass
 class AddressPool:
-    """Pod IPs on the node's subnet, handed out lowest first and reused after release."""
+    """Pod IPs on the node's subnet, handed out round-robin as host-local IPAM does: an address comes back
+    only after the others, so no peer's ARP cache still names a deleted Pod's interface for it."""
 
     first: int = 10
     last: int = 250
     used: set[int] = field(default_factory=set)
+    _next: int = 0
 
     def take(self) -> str:
-        for n in range(self.first, self.last + 1):
+        size = self.last - self.first + 1
+        start = self._next or self.first
+        for step in range(size):
+            n = self.first + (start - self.first + step) % size
             if n not in self.used:
                 self.used.add(n)
+                self._next = self.first + (n - self.first + 1) % size
                 return f"{SUBNET_PREFIX}{n}"
         raise RuntimeError("the node's pod subnet is full")
 
