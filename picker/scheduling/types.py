@@ -95,7 +95,9 @@ class Decision:
 
     endpoints: tuple[str, ...]
     scores: dict[str, float] = field(default_factory=dict)  # address -> total score, for the log
-    prefix_hashes: tuple[int, ...] = ()  # the prompt's block hashes, for PrefixIndex.record after sending
+    # The prompt's block hashes per scheme (block size, max blocks) computed in the cycle: each
+    # prefix-aware plugin records the ones of its own scheme after sending.
+    prefix_hashes: Mapping[tuple[int, int], tuple[int, ...]] = field(default_factory=dict)
     # Prompt characters the primary probably has to prefill: all but the prefix this replica last
     # sent it (a guess of its prefix cache), for the load scorers that weigh prefill work.
     prefill_chars: int = 0
