@@ -106,10 +106,12 @@ class PickerServer:
         self.config = config
         self.store = source.store if source is not None else ObjectStore()
         self.source = source if source is not None else build_source(config, self.store)
-        self.datastore = Datastore(config.service_name, config.namespace, config.pools)
+        scheduling = load_scheduler_config(config.scheduler_config)
+        self.datastore = Datastore(
+            config.service_name, config.namespace, config.pools, staleness_s=scheduling.staleness_s
+        )
         self.metrics = PickerMetrics()
         self.metrics.watch_pools(self.datastore)
-        scheduling = load_scheduler_config(config.scheduler_config)
         self.scheduler = scheduler if scheduler is not None else build_scheduler(scheduling)
         self.director = Director(
             self.datastore, self.scheduler, self.metrics, config.max_body_bytes, scheduling.admission

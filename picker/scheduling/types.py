@@ -8,6 +8,11 @@ from typing import Any
 
 from api.model import Criticality
 
+# Metrics older than this say nothing about a pod's state now: its endpoint is not ready (the
+# readiness filter drops it) and counts as full for admission. One limit for both, configured as the
+# readiness filter's `maxMetricsAgeSeconds` (SchedulerConfig.staleness_s); this is its default.
+METRICS_STALENESS_SECONDS = 2.0
+
 
 @dataclass(frozen=True)
 class PodMetrics:
