@@ -113,9 +113,7 @@ class PickerServer:
         self.metrics = PickerMetrics()
         self.metrics.watch_pools(self.datastore)
         self.scheduler = scheduler if scheduler is not None else build_scheduler(scheduling)
-        self.director = Director(
-            self.datastore, self.scheduler, self.metrics, config.max_body_bytes, scheduling.admission
-        )
+        self.director = Director(self.datastore, self.scheduler, self.metrics, config.max_body_bytes)
         self.scraper = Scraper(self.datastore, replace(config.scrape, metric_names=scheduling.metric_names))
         self.health = new_health_servicer()
         self.grpc_port = 0

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from api.sources.files import FileSource
-from picker.director import RequestContext
+from picker.director import RouteRequest
 from picker.scheduling import parse_config
 from picker.scheduling.params import ConfigError
 from picker.scheduling.types import PodMetrics, ServedModels
@@ -65,8 +65,8 @@ def _picker(tmp_path: Path, scheduler_yaml: str | None, metrics_age_s: float) ->
 
 
 def _route(server: PickerServer, model: str) -> tuple[str, ...]:
-    ctx = RequestContext(request_id="r1", path="/v1/completions")
-    return server.director.route(ctx, orjson.dumps({"model": model, "prompt": "hello"})).endpoints
+    request = RouteRequest(request_id="r1", path="/v1/completions")
+    return server.director.route(request, orjson.dumps({"model": model, "prompt": "hello"})).endpoints
 
 
 async def test_the_readiness_filters_max_age_is_the_limit_routing_uses(tmp_path: Path) -> None:

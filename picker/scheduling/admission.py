@@ -84,13 +84,19 @@ def endpoint_saturation(
     return max(waiting / config.queue_threshold, metrics.kv_cache_usage / config.kv_threshold)
 
 
-def pool_saturation(endpoints: Sequence[Endpoint], config: AdmissionConfig = DEFAULT_ADMISSION) -> float:
-    """Mean endpoint saturation; 1.0 when there is no endpoint. An EndpointSnapshot's live
-    in-flight counts are used instead of `Endpoint.in_flight`."""
+def pool_saturation(
+    endpoints: Sequence[Endpoint],
+    config: AdmissionConfig = DEFAULT_ADMISSION,
+    in_flight: Mapping[str, int] | None = None,
+) -> float:
+    """Mean endpoint saturation; 1.0 when there is no endpoint. Live in-flight counts (`in_flight`,
+    else an EndpointSnapshot's) are used instead of `Endpoint.in_flight`."""
     if not endpoints:
         return 1.0
-    if isinstance(endpoints, EndpointSnapshot) and endpoints.in_flight is not None:
-        live = endpoints.in_flight
+    if in_flight is None and isinstance(endpoints, EndpointSnapshot):
+        in_flight = endpoints.in_flight
+    if in_flight is not None:
+        live = in_flight
         total = sum(endpoint_saturation(e, config, live.get(e.address, 0)) for e in endpoints)
     else:
         total = sum(endpoint_saturation(e, config) for e in endpoints)
@@ -104,12 +110,16 @@ def sheddable(criticality: Criticality, config: AdmissionConfig = DEFAULT_ADMISS
 
 
 def check(
-    request: InferenceRequest, endpoints: Sequence[Endpoint], config: AdmissionConfig = DEFAULT_ADMISSION
+    request: InferenceRequest,
+    endpoints: Sequence[Endpoint],
+    config: AdmissionConfig = DEFAULT_ADMISSION,
+    in_flight: Mapping[str, int] | None = None,
 ) -> Rejection | None:
-    """None to admit; a 429 `pool_saturated` Rejection to shed. `endpoints`: the request's candidates."""
+    """None to admit; a 429 `pool_saturated` Rejection to shed. `endpoints`: the request's candidates
+    (what the scheduler's filters kept); `in_flight`: live counts, see `pool_saturation`."""
     if not sheddable(request.criticality, config):
         return None  # skip the O(endpoints) work for requests that are never shed
-    saturation = pool_saturation(endpoints, config)
+    saturation = pool_saturation(endpoints, config, in_flight)
     if saturation < SATURATED:
         return None
     return Rejection(

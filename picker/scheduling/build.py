@@ -35,7 +35,7 @@ def build_scheduler(
     filters: list[Filter] = [instance(name) for name in config.filters]
     scorers = [WeightedScorer(instance(name), weight, name) for name, weight in config.scorers]
     picker: Picker = instance(config.picker)
-    return Scheduler(filters, scorers, picker, rng=rng, clock=clock)
+    return Scheduler(filters, scorers, picker, rng=rng, clock=clock, admission=config.admission)
 
 
 __all__ = ["Filter", "Picker", "Scorer", "build_scheduler"]

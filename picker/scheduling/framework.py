@@ -1,4 +1,5 @@
-"""The scheduling framework: filters narrow the candidates, weighted scorers rank them, a picker chooses.
+"""The scheduling framework: filters narrow the candidates, admission may shed, weighted scorers rank
+them, a picker chooses.
 
 Plugins are one-method `Protocol`s; `Scheduler` runs one cycle per request over an immutable snapshot
 (a sequence of `Endpoint`s) and returns a `Decision` (primary plus fallbacks) or a `Rejection`.
@@ -14,6 +15,8 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
+from picker.scheduling import admission
+from picker.scheduling.admission import AdmissionConfig
 from picker.scheduling.columns import FloatArray
 from picker.scheduling.prefix_index import PrefixIndex, PromptScheme, prompt_hashes
 from picker.scheduling.types import Decision, Endpoint, EndpointSnapshot, InferenceRequest, Rejection
@@ -115,7 +118,9 @@ class Recorder(Protocol):
 
 
 class Scheduler:
-    """Runs filters -> weighted scorers -> picker. Pure apart from the injected rng and clock."""
+    """Runs filters -> admission -> weighted scorers -> picker. Pure apart from the injected rng and
+    clock (and the recorders' per-replica state). Admission (None: admit all) sheds on the filtered
+    candidates: those the request may go to."""
 
     def __init__(
         self,
@@ -125,8 +130,10 @@ class Scheduler:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        admission: AdmissionConfig | None = None,
     ) -> None:
         self.filters = tuple(filters)
+        self.admission = admission
         self.scorers = tuple(s for s in scorers if s.weight != 0)
         self._cached_filters = 0
         while self._cached_filters < len(self.filters) and is_cacheable(self.filters[self._cached_filters]):
@@ -186,6 +193,10 @@ class Scheduler:
         candidates = self._filter(cycle, filtered, self.filters[self._cached_filters :])
         if isinstance(candidates, Rejection):
             return candidates
+        if self.admission is not None:
+            shed = admission.check(request, candidates, self.admission, in_flight)
+            if shed is not None:
+                return shed
         totals, offset = self._totals(cycle, candidates)
         if totals is None:
             totals = np.zeros(len(candidates))

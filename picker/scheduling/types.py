@@ -91,7 +91,6 @@ class InferenceRequest:
     criticality: Criticality = Criticality.STANDARD
     prompt: str = ""  # prompt text (completions) or flattened chat messages, for prefix affinity
     subset_hint: frozenset[str] | None = None  # allowed "ip:port"s from envoy.lb.subset_hint
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
