@@ -105,9 +105,6 @@ PICKER_GRPC_PORT = 9002
 PICKER_HEALTH_PORT = 9003
 PICKER_METRICS_PORT = 9090
 
-# Envoy Gateway's extension client default message size (bytes); our server's limits match config.
-EG_DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-
 ANNOTATION_ATTACH_TO = "inference.networking.x-k8s.io/attach-to"
 
 
@@ -184,6 +181,3 @@ CLIENT_STRIPPED_HEADERS = (HEADER_DESTINATION_ENDPOINT, HEADER_DESTINATION_SUBSE
 
 # EDS from the picker: a target cluster waits this long for its first assignment before it serves (503s).
 EDS_INITIAL_FETCH_TIMEOUT_SECONDS = 3.0
-# Gateway ports below this are shifted by EG_PORT_SHIFT on the Envoy listener (EG runs Envoy unprivileged).
-EG_PRIVILEGED_PORT_LIMIT = 1024
-EG_PORT_SHIFT = 10000

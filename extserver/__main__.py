@@ -23,7 +23,10 @@ from api.parse import owns
 from api.sources.store import ObjectStore
 from api.yamlio import ManifestError, load_documents
 from extserver.compile import CompileOptions
-from extserver.egxds import EgXds, build_eg_xds_by_gateway
+from extserver.eg import facts as eg
+from extserver.eg.call_order import run_hooks
+from extserver.eg.resources import EgXds
+from extserver.eg.standin import build_eg_xds_by_gateway
 from extserver.hooks import (
     ConditionReporter,
     HookContext,
@@ -32,13 +35,11 @@ from extserver.hooks import (
     SnapshotSource,
     StaticSnapshotSource,
 )
-from extserver.hooks.pipeline import run_hooks
 from extserver.server import ServeOptions, start_server
 
 log = structlog.get_logger("extserver")
 
 # Envoy Gateway's GatewayClass controllerName: the controller of the Gateways pools report status under.
-EG_CONTROLLER_NAME = "gateway.envoyproxy.io/gatewayclass-controller"
 
 
 def _configure_logging(level: str, json_logs: bool) -> None:
@@ -82,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--namespace", help="watch one namespace only (default: all)")
     serve.add_argument(
         "--controller-name",
-        default=EG_CONTROLLER_NAME,
+        default=eg.CONTROLLER_NAME,
         help="controllerName written into v1 InferencePool status parents (the Gateway's controller)",
     )
     serve.add_argument("--host", default="0.0.0.0")
@@ -90,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-message-bytes",
         type=int,
-        default=contract.EG_DEFAULT_MAX_MESSAGE_BYTES,
+        default=eg.DEFAULT_MAX_MESSAGE_BYTES,
         help="gRPC send/receive limit; keep equal to EG's extensionManager.maxMessageSize",
     )
     serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")

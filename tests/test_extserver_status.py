@@ -24,7 +24,8 @@ from api.parse import owns
 from api.sources.kubernetes import INFERENCE_KINDS, KubernetesSource
 from api.sources.store import ObjectStore
 from extserver.compile import CompileOptions, build_plan
-from extserver.egxds import build_eg_xds
+from extserver.eg.call_order import run_hooks, run_hooks_via
+from extserver.eg.standin import build_eg_xds
 from extserver.hooks import (
     HookContext,
     KubernetesConditionReporter,
@@ -33,7 +34,6 @@ from extserver.hooks import (
     StatusReport,
     condition_updates,
 )
-from extserver.hooks.pipeline import run_hooks, run_hooks_via
 from hack.ports import free_port
 from tests.compile_cases import compile_inputs, load_objects
 from tests.k8s_fake_server import FakeKubeApi, model_v1alpha2, pool_v1alpha2

@@ -15,6 +15,7 @@ from extserver.compile import access_log, naming
 from extserver.compile.filters.order import inference_filters, is_ours, place_filters
 from extserver.compile.inputs import CompileOptions
 from extserver.compile.plan import PoolPlan
+from extserver.eg import facts as eg
 
 
 def _hcm_filters(listener: Listener) -> Iterator[Filter]:
@@ -49,8 +50,8 @@ def listener_port(listener: Listener) -> int | None:
 
 def find_gateway_listeners(listeners: Sequence[Listener], attach: AttachTo) -> list[int]:
     """Indexes of the listeners of THAT Gateway on that port: name prefix and port, never port alone."""
-    prefix = naming.eg_listener_prefix(attach.gateway_namespace, attach.gateway_name)
-    port = naming.eg_container_port(attach.port)
+    prefix = eg.DEFAULT_NAMES.listener_prefix(attach.gateway_namespace, attach.gateway_name)
+    port = eg.container_port(attach.port)
     return [
         i
         for i, listener in enumerate(listeners)

@@ -41,13 +41,13 @@ from extserver.compile.routes import (
     catch_all_metadata,
     model_route_template,
 )
+from extserver.eg import facts as eg
 
 # Roles of resources we generate (removed and rebuilt on every pass); backend-ref ones are EG's, marked.
 _GENERATED_ROLES = frozenset(
     {Role.TARGET, Role.CATCH_ALL, Role.PICKER, Role.MODEL_ROUTE, Role.MODELS_LIST, CompileRole.VIRTUAL_HOST}
 )
 # EG's metadata namespace on its resources (a list of source objects under "resources").
-EG_METADATA_NAMESPACE = "envoy-gateway"
 # Envoy refuses direct-response bodies above this unless the route config raises it.
 _DEFAULT_DIRECT_RESPONSE_LIMIT = 4096
 
@@ -136,8 +136,8 @@ def _missing_listener_problem(
     EG translates each Gateway on its own (one call per Gateway): a Gateway absent from this call is
     served by another call, and says nothing here.
     """
-    prefix = naming.eg_listener_prefix(attach.gateway_namespace, attach.gateway_name)
-    port = naming.eg_container_port(attach.port)
+    prefix = eg.DEFAULT_NAMES.listener_prefix(attach.gateway_namespace, attach.gateway_name)
+    port = eg.container_port(attach.port)
     gateway = _gateway_key(attach)
     # With EG's mergeGateways, one Envoy listener per port carries every Gateway of the class and is
     # named after the first; the other Gateways show up only in its virtual hosts (EG metadata). A catch-all
@@ -188,9 +188,9 @@ def _vhost_gateways(vhost: VirtualHost, listeners_of_rc: Sequence[Listener]) -> 
 
 
 def _eg_metadata_gateways(vhost: VirtualHost) -> set[str]:
-    if EG_METADATA_NAMESPACE not in vhost.metadata.filter_metadata:
+    if eg.METADATA_NAMESPACE not in vhost.metadata.filter_metadata:
         return set()
-    resources = vhost.metadata.filter_metadata[EG_METADATA_NAMESPACE].fields.get("resources")
+    resources = vhost.metadata.filter_metadata[eg.METADATA_NAMESPACE].fields.get("resources")
     if resources is None:
         return set()
     out = set()
