@@ -31,7 +31,7 @@ from extserver.hooks import (
     ConditionReporter,
     HookContext,
     KubernetesConditionReporter,
-    LogStatusWriter,
+    LogConditionReporter,
     SnapshotSource,
     StaticSnapshotSource,
 )
@@ -137,7 +137,7 @@ async def translate(files: Sequence[Path], options: CompileOptions, output: str 
     snapshot = store.snapshot()
     for key, errors in snapshot.invalid.items():
         log.warning("invalid object skipped", object=key, errors=list(errors))
-    ctx = HookContext(source=StaticSnapshotSource(snapshot), options=options, status=LogStatusWriter())
+    ctx = HookContext(source=StaticSnapshotSource(snapshot), options=options, status=LogConditionReporter())
     documents = []
     for gateway, xds in build_eg_xds_by_gateway(objects).items():
         result = await run_hooks(xds, ctx)
@@ -206,7 +206,7 @@ def _source(args: argparse.Namespace) -> tuple[SnapshotSource, Any, Any, Conditi
         from api.sources.files import FileSource
 
         files = FileSource(args.manifests)
-        return files, files.run, files.stop, LogStatusWriter()
+        return files, files.run, files.stop, LogConditionReporter()
     from kubernetes import client, config
 
     from api.sources.kubernetes import INFERENCE_KINDS, KubernetesSource

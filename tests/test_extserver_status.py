@@ -29,7 +29,7 @@ from extserver.eg.standin import build_eg_xds
 from extserver.hooks import (
     HookContext,
     KubernetesConditionReporter,
-    LogStatusWriter,
+    LogConditionReporter,
     StaticSnapshotSource,
     StatusReport,
     condition_updates,
@@ -114,7 +114,7 @@ async def test_log_writer_logs_conditions_once_per_change() -> None:
     objects = [pool_v1alpha2("pool", {"app": "vllm"}), model_v1alpha2("m", "llama", "missing")]
     inputs, _ = compile_inputs(objects)
     report = StatusReport(inputs.pools, inputs.models, build_plan(inputs).problems, {})
-    writer = LogStatusWriter()
+    writer = LogConditionReporter()
     with structlog.testing.capture_logs() as logs:
         await writer.report(report)
         await writer.report(report)
@@ -212,7 +212,7 @@ async def test_translate_cli_path_still_logs_without_an_api_server() -> None:
     inputs, _ = compile_inputs(objects)
     store = ObjectStore()
     store.apply(upserts=[o for o in objects if owns(o)])
-    ctx = HookContext(source=StaticSnapshotSource(store.snapshot()), status=LogStatusWriter())
+    ctx = HookContext(source=StaticSnapshotSource(store.snapshot()), status=LogConditionReporter())
     with structlog.testing.capture_logs() as logs:
         await run_hooks(build_eg_xds(objects), ctx)
     assert any(entry["event"] == "condition" and entry["status"] == "False" for entry in logs)
