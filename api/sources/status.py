@@ -212,7 +212,7 @@ def with_condition(
     """`status` with `condition` set where this kind/version keeps it; None if nothing would change.
 
     Pools of v1alpha2 keep conditions per parent in `status.parent`, v1 pools in `status.parents`
-    (gie.md §1.3/§1.4); v1alpha1 pools and models in `status.conditions`.
+    (docs/envoy-gateway.md, "Where status conditions go"); v1alpha1 pools and models in `status.conditions`.
     """
     out = copy.deepcopy(dict(status))
     if kind == "InferencePool" and api_version in (V1ALPHA2, V1):
