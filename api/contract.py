@@ -91,8 +91,6 @@ ACCESS_LOG_FLUSH_SECONDS = 0.1  # Envoy's default (1 s) would delay token metric
 # (Envoy keeps the stream open until the HTTP stream ends, so its end still releases the in-flight
 # count), no trailers.
 EXT_PROC_MESSAGE_TIMEOUT_SECONDS = 10.0
-PICKER_DEADLINE_SECONDS = 2.0  # the picker's own bound per decision, well below the message timeout
-BODY_MUTATION_CHUNK_BYTES = 62_000
 
 # Body size: EG's 32 KiB listener buffer makes long prompts fail with 413; raise it to this.
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024

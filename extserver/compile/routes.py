@@ -22,13 +22,8 @@ ROUTE_TIMEOUT_SECONDS = 300
 MODELS_LIST_PATH = "/v1/models"
 
 
-def model_matcher(model_name: str) -> MetadataMatcher:
-    matcher = MetadataMatcher()
-    _fill_model_matcher(matcher, model_name)
-    return matcher
-
-
 def _fill_model_matcher(matcher: MetadataMatcher, model_name: str) -> None:
+    """Match the body's `model` (dynamic metadata from the json_to_metadata filter) exactly."""
     matcher.filter = contract.BODY_METADATA_NAMESPACE
     matcher.path.add().key = contract.BODY_MODEL_KEY
     matcher.value.string_match.exact = model_name

@@ -99,7 +99,7 @@ class TrivialProcessor(ep_grpc.ExternalProcessorServicer):
         async for request in request_iterator:
             kind = request.WhichOneof("request")
             if kind == "request_headers":
-                yield mutations.continue_request_headers()
+                yield mutations.CONTINUE_REQUEST_HEADERS
             elif kind == "request_body":
                 body = orjson.loads(request.request_body.body)
                 body["model"] = TARGET_MODEL
@@ -110,9 +110,9 @@ class TrivialProcessor(ep_grpc.ExternalProcessorServicer):
                 common.body_mutation.body = raw
                 yield ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
             elif kind == "response_headers":  # only in the same-mode variant
-                yield mutations.continue_response_headers()
+                yield mutations.CONTINUE_RESPONSE_HEADERS
             elif kind == "response_body":
-                yield mutations.continue_response_body()
+                yield mutations.CONTINUE_RESPONSE_BODY
 
 
 async def serve_trivial(port: int) -> None:
