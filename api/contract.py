@@ -19,6 +19,12 @@ class MetadataKey:
     CRITICALITY = "criticality"
     SOURCE = "source"  # "<Kind> <ns>/<name>" of the object that produced the resource
     ROLE = "role"  # one of Role.*
+    # For debugging (the compiler writes them, nothing reads them back at request time):
+    TARGETS = "targets"  # on model routes: list of {target_model, weight, cluster}
+    MODELS = "models"  # on target clusters: list of {model_name, weight, criticality, source}
+    CLUSTER = "cluster"  # inside TARGETS entries
+    EG_ROUTE = "eg_route"  # on backend-ref routes: the name EG gave the route we expanded
+    POOL_API_VERSION = "pool_api_version"
 
 
 class Role:
@@ -27,6 +33,8 @@ class Role:
     PICKER = "picker"  # the endpoint picker's own cluster
     MODEL_ROUTE = "model-route"
     MODELS_LIST = "models-list"
+    BACKEND_REF = "backend-ref"  # EG's route/cluster for an HTTPRoute backendRef to a pool
+    VIRTUAL_HOST = "virtual-host"  # our catch-all virtual host on an attach-to listener
 
 
 # Dynamic metadata written by the json_to_metadata filter from the request body.
@@ -136,9 +144,6 @@ def picker_service_host(service: str, namespace: str) -> str:
     return f"{service}.{namespace}.svc.cluster.local"
 
 
-# --- Added for extserver.compile (additive) ---------------------------------------------------------
-
-
 class ExtProcMode:
     """ext_proc ProcessingMode enum value names (envoy.extensions.filters.http.ext_proc.v3.ProcessingMode)."""
 
@@ -154,23 +159,6 @@ class ExtProcMode:
     RESPONSE_HEADER = "SKIP"
     RESPONSE_BODY = "NONE"
     RESPONSE_TRAILER = "SKIP"
-
-
-class CompileMetadataKey:
-    """Extra keys inside METADATA_NAMESPACE written by the compiler (beside MetadataKey.*)."""
-
-    TARGETS = "targets"  # on model routes: list of {target_model, weight, cluster}
-    MODELS = "models"  # on target clusters: list of {model_name, weight, criticality, source}
-    CLUSTER = "cluster"  # inside TARGETS entries
-    EG_ROUTE = "eg_route"  # on backend-ref routes: the name EG gave the route we expanded
-    POOL_API_VERSION = "pool_api_version"
-
-
-class CompileRole:
-    """Extra Role values (beside Role.*) for resources the compiler marks or owns."""
-
-    BACKEND_REF = "backend-ref"  # EG's route/cluster for an HTTPRoute backendRef to a pool
-    VIRTUAL_HOST = "virtual-host"  # our catch-all virtual host on an attach-to listener
 
 
 # Client-sent request headers removed before the picker runs: the picker sets these itself.

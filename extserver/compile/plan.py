@@ -9,11 +9,10 @@ from typing import Any
 
 from api.contract import picker_service_host
 from api.model import GROUP_X, AttachTo, FailureMode, InferenceModel, InferencePool
+from api.parse import KIND_MODEL, KIND_POOL
 from extserver.compile import naming
 from extserver.compile.inputs import CompileInputs, Condition, Problem, Reason
 
-KIND_POOL = "InferencePool"
-KIND_MODEL = "InferenceModel"
 _POOL_REF_GROUPS = (GROUP_X, "inference.networking.k8s.io")
 _RESERVED_TARGETS = ("picker",)  # would collide with the picker cluster's name
 

@@ -12,8 +12,9 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_components_pb2 import Route, RouteMatch, VirtualHost
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
-from api.contract import CompileMetadataKey, CompileRole, MetadataKey, Role
+from api.contract import MetadataKey, Role
 from api.model import AttachTo
+from api.parse import KIND_POOL
 from extserver.compile import metadata, naming
 from extserver.compile.cache import CompileCache, cached, plan_of
 from extserver.compile.clusters import build_pool_clusters, mark_backend_cluster
@@ -32,7 +33,7 @@ from extserver.compile.listeners import (
     route_config_names,
     strip_our_filters,
 )
-from extserver.compile.plan import KIND_POOL, Plan, PoolPlan
+from extserver.compile.plan import Plan, PoolPlan
 from extserver.compile.routes import (
     apply_pool_settings,
     build_catch_all_route,
@@ -45,7 +46,7 @@ from extserver.eg import facts as eg
 
 # Roles of resources we generate (removed and rebuilt on every pass); backend-ref ones are EG's, marked.
 _GENERATED_ROLES = frozenset(
-    {Role.TARGET, Role.CATCH_ALL, Role.PICKER, Role.MODEL_ROUTE, Role.MODELS_LIST, CompileRole.VIRTUAL_HOST}
+    {Role.TARGET, Role.CATCH_ALL, Role.PICKER, Role.MODEL_ROUTE, Role.MODELS_LIST, Role.VIRTUAL_HOST}
 )
 # EG's metadata namespace on its resources (a list of source objects under "resources").
 # Envoy refuses direct-response bodies above this unless the route config raises it.
@@ -243,7 +244,7 @@ def _attach_routes(
     wildcard = next((vh for vh in route_config.virtual_hosts if "*" in vh.domains), None)
     if wildcard is None:
         vhost = VirtualHost(name=naming.pool_virtual_host(pool.namespace, pool.name), domains=["*"])
-        metadata.set_ours(vhost.metadata, catch_all_metadata(pool, CompileRole.VIRTUAL_HOST))
+        metadata.set_ours(vhost.metadata, catch_all_metadata(pool, Role.VIRTUAL_HOST))
         vhost.routes.extend(routes)
         route_config.virtual_hosts.append(vhost)
     else:
@@ -271,7 +272,7 @@ def _expand_backend_routes(
         expanded: list[Route] = []
         changed = False
         for route in _copy_all(list(vhost.routes)):
-            if metadata.role(route.metadata) != CompileRole.BACKEND_REF:
+            if metadata.role(route.metadata) != Role.BACKEND_REF:
                 expanded.append(route)
                 continue
             ns = str(metadata.string_field(route.metadata, MetadataKey.POOL_NAMESPACE))
@@ -307,10 +308,10 @@ def _expand_backend_routes(
 def _backend_pool_routes(route: Route, pool: PoolPlan, options: CompileOptions) -> list[Route]:
     """EG's route to a pool becomes: GET /v1/models (on a "/" prefix), one route per model, the catch-all."""
     values = metadata.ours(route.metadata) or {}
-    eg_route = str(values.get(CompileMetadataKey.EG_ROUTE) or route.name)
+    eg_route = str(values.get(MetadataKey.EG_ROUTE) or route.name)
     catch_all = Route()
     catch_all.CopyFrom(route)
-    metadata.set_ours(catch_all.metadata, catch_all_metadata(pool, CompileRole.BACKEND_REF, eg_route))
+    metadata.set_ours(catch_all.metadata, catch_all_metadata(pool, Role.BACKEND_REF, eg_route))
     apply_pool_settings(catch_all, pool, options)
     routes = []
     if route.match.prefix == "/" and not route.match.headers and not route.match.query_parameters:
@@ -335,7 +336,7 @@ def _refresh_backend_clusters(
 ) -> list[Cluster]:
     refreshed = []
     for cluster in clusters:
-        if metadata.role(cluster.metadata) == CompileRole.BACKEND_REF:
+        if metadata.role(cluster.metadata) == Role.BACKEND_REF:
             pool = plan.pool(
                 str(metadata.string_field(cluster.metadata, MetadataKey.POOL_NAMESPACE)),
                 str(metadata.string_field(cluster.metadata, MetadataKey.POOL_NAME)),

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import structlog
 
 from api.model import V1ALPHA1, InferenceModel, InferencePool
+from api.parse import KIND_MODEL, KIND_POOL
 from api.sources.status import ConditionUpdate, ConditionWriter, ParentRef
 from extserver.compile import Problem
 from extserver.compile.inputs import Condition
-from extserver.compile.plan import KIND_MODEL, KIND_POOL
 
 log = structlog.get_logger("extserver.hooks.status")
 
