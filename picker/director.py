@@ -12,11 +12,11 @@ import structlog
 
 from api.contract import MetadataKey, Role
 from api.model import Criticality, InferenceModel
-from picker.accesslog import Outcome
 from picker.body import ParsedBody, parse_body, rewrite_model
 from picker.datastore import Datastore, PoolView
 from picker.errors import ErrorCode, PickerError
-from picker.extproc.attributes import RequestAttributes
+from picker.handlers.accesslog import Outcome
+from picker.handlers.extproc.attributes import RequestAttributes
 from picker.metrics import PickerMetrics, RequestMetrics
 from picker.scheduling.types import Decision, Endpoint, InferenceRequest, Rejection
 

@@ -72,4 +72,3 @@ def error_body(status: int, message: str, param: str | None = None) -> bytes:
             }
         }
     )
-

@@ -26,12 +26,12 @@ from api.contract import (
 )
 from api.sources import Source
 from api.sources.store import ObjectStore
-from picker.accesslog import AccessLogReceiver
 from picker.datastore import Datastore
 from picker.director import Director, Scheduler
-from picker.eds import EndpointDiscovery
-from picker.extproc.stream import ExternalProcessor
-from picker.health import new_health_servicer, set_ready
+from picker.handlers.accesslog import AccessLogReceiver
+from picker.handlers.eds import EndpointDiscovery
+from picker.handlers.extproc.stream import ExternalProcessor
+from picker.handlers.health import new_health_servicer, set_ready
 from picker.metrics import PickerMetrics, start_metrics_server
 from picker.scheduling import DEFAULT_CONFIG, SchedulerConfig, build_scheduler, load_config
 from picker.scrape import ScrapeConfig, Scraper

@@ -10,11 +10,11 @@ import pytest
 
 from api.contract import MetadataKey, Role
 from api.sources.store import ObjectStore
-from picker.accesslog import Outcome
 from picker.datastore import Datastore
 from picker.director import Director, Routed, RouteRequest
 from picker.errors import PickerError
-from picker.extproc.attributes import RequestAttributes
+from picker.handlers.accesslog import Outcome
+from picker.handlers.extproc.attributes import RequestAttributes
 from picker.metrics import PickerMetrics
 from picker.scheduling import build_scheduler
 from picker.scheduling.types import (

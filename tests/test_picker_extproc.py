@@ -23,8 +23,8 @@ from api.contract import (
     PickerMetadataKey,
 )
 from picker.errors import error_body
-from picker.extproc import mutations
-from picker.extproc.attributes import (
+from picker.handlers.extproc import mutations
+from picker.handlers.extproc.attributes import (
     header_map,
     metadata_from_text,
     read_attributes,

@@ -93,24 +93,25 @@ def fake() -> Iterator[FakeKubeApi]:
     server.stop()
 
 
+NAME_IN_USE = ConditionUpdate(
+    "InferenceModel",
+    X2,
+    "default",
+    "m1",
+    "Accepted",
+    "False",
+    "ModelNameInUse",
+    "modelName llama is used by m0",
+    1,
+)
+
+
 async def test_kubernetes_writer_patches_status_once(fake: FakeKubeApi) -> None:
     api = fake.api_client()
     try:
         writer = KubernetesConditionWriter(api)
         path = f"/apis/{X2}/namespaces/default/inferencemodels/m1/status"
-        await writer.set_condition(
-            ConditionUpdate(
-                "InferenceModel",
-                X2,
-                "default",
-                "m1",
-                "Accepted",
-                "False",
-                "ModelNameInUse",
-                "modelName llama is used by m0",
-                1,
-            )
-        )
+        await writer.set_condition(NAME_IN_USE)
         stored = fake.get(X2, "inferencemodels", "default", "m1")
         [condition] = stored["status"]["conditions"]
         assert (condition["type"], condition["status"], condition["reason"]) == (
@@ -119,34 +120,10 @@ async def test_kubernetes_writer_patches_status_once(fake: FakeKubeApi) -> None:
             "ModelNameInUse",
         )
         assert fake.count("PATCH", path) == 1
-        await writer.set_condition(
-            ConditionUpdate(
-                "InferenceModel",
-                X2,
-                "default",
-                "m1",
-                "Accepted",
-                "False",
-                "ModelNameInUse",
-                "modelName llama is used by m0",
-                1,
-            )
-        )
+        await writer.set_condition(NAME_IN_USE)
         assert fake.count("PATCH", path) == 1  # nothing changed: no write
         # A fresh writer (e.g. after a restart) reads the object and still writes nothing.
-        await KubernetesConditionWriter(api).set_condition(
-            ConditionUpdate(
-                "InferenceModel",
-                X2,
-                "default",
-                "m1",
-                "Accepted",
-                "False",
-                "ModelNameInUse",
-                "modelName llama is used by m0",
-                1,
-            )
-        )
+        await KubernetesConditionWriter(api).set_condition(NAME_IN_USE)
         assert fake.count("PATCH", path) == 1
 
         await writer.set_condition(

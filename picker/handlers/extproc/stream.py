@@ -2,7 +2,7 @@
 
 request_headers -> remember attributes, continue; request_body (BUFFERED) -> director.route, answer
 with destination + body mutation + the picker's metadata mark, or an ImmediateResponse error. Nothing
-of the response comes here (status and usage arrive through the access log, picker/accesslog.py):
+of the response comes here (status and usage arrive through the access log, picker/handlers/accesslog.py):
 Envoy keeps the stream open until the HTTP stream ends, so its end is the end of the request.
 """
 
@@ -19,8 +19,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from api.contract import HEADER_REQUEST_ID
 from picker.director import Director, Lease, RouteRequest
 from picker.errors import PickerError, error_body
-from picker.extproc import mutations
-from picker.extproc.attributes import header_map, read_attributes, read_subset_hint
+from picker.handlers.extproc import mutations
+from picker.handlers.extproc.attributes import header_map, read_attributes, read_subset_hint
 
 log = structlog.get_logger(__name__)
 
