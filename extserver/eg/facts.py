@@ -47,6 +47,12 @@ class NameScheme:
     def listener(self, gateway_namespace: str, gateway_name: str, listener_name: str) -> str:
         return f"{self.listener_prefix(gateway_namespace, gateway_name)}{listener_name}"
 
+    def gateway_of_listener(self, listener: str) -> str | None:
+        """The Gateway ("ns/name") a listener name belongs to; None for names not of this scheme."""
+        if listener.count("/") < 2:
+            return None
+        return "/".join(listener.split("/")[:2])
+
     def route_config(self, listener: str) -> str:
         """The RDS route configuration of an xDS listener."""
         return listener

@@ -95,6 +95,22 @@ def eg_metadata(kind: str, name: str, namespace: str, section: str | None = None
     return md
 
 
+def gateways_named(md: Metadata) -> set[str]:
+    """The Gateways ("ns/name") EG's metadata names as a resource's source (what `eg_metadata` writes)."""
+    if METADATA_NAMESPACE not in md.filter_metadata:
+        return set()
+    resources = md.filter_metadata[METADATA_NAMESPACE].fields.get("resources")
+    if resources is None:
+        return set()
+    out = set()
+    for item in resources.list_value.values:
+        fields = item.struct_value.fields
+        if "kind" in fields and fields["kind"].string_value == "Gateway" and "name" in fields:
+            namespace = fields["namespace"].string_value if "namespace" in fields else ""
+            out.add(f"{namespace}/{fields['name'].string_value}")
+    return out
+
+
 def _pack(message: Any) -> AnyPb:
     packed = AnyPb()
     packed.Pack(message)
