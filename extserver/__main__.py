@@ -35,6 +35,7 @@ from extserver.hooks import (
     SnapshotSource,
     StaticSnapshotSource,
 )
+from extserver.revisions import RevisionReporter
 from extserver.server import ServeOptions, start_server
 
 log = structlog.get_logger("extserver")
@@ -200,7 +201,9 @@ async def _wait_synced(source: Any) -> None:
     await source.wait_synced()
 
 
-def _source(args: argparse.Namespace) -> tuple[SnapshotSource, Any, Any, ConditionReporter]:
+def _source(
+    args: argparse.Namespace,
+) -> tuple[SnapshotSource, Any, Any, ConditionReporter | RevisionReporter]:
     """The pools/models source, its run and stop, and where status conditions go (log or API server)."""
     if args.manifests:
         from api.sources.files import FileSource
@@ -219,7 +222,12 @@ def _source(args: argparse.Namespace) -> tuple[SnapshotSource, Any, Any, Conditi
         )
     api = client.ApiClient()
     kube = KubernetesSource(api, kinds=INFERENCE_KINDS, namespace=args.namespace)
-    return kube, kube.run, kube.stop, KubernetesConditionReporter(api, args.controller_name)
+    reporter = RevisionReporter(api, kube.store, KubernetesConditionReporter(api, args.controller_name))
+
+    async def run() -> None:
+        await asyncio.gather(kube.run(), reporter.run())
+
+    return kube, run, kube.stop, reporter
 
 
 if __name__ == "__main__":

@@ -21,3 +21,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if item.get_closest_marker("vllm") is None]
+
+
+@pytest.fixture(scope="session")
+def real_stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One real stack (./hack/stack.sh up) shared by every test module that asks for it."""
+    from tests.stack_support import RealStack
+
+    stack = RealStack(tmp_path_factory.mktemp("stack")).up()
+    try:
+        yield stack
+    finally:
+        stack.down()

