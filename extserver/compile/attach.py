@@ -1,8 +1,11 @@
 """The attach-to decision: which Gateway listener each `attach-to` InferencePool serves whole.
 
 Pure: the plan and EG's listeners and route configurations in, a frozen `AttachAssignment` out.
-- Matching: a pool's listeners are those of ITS Gateway (EG's listener-name prefix) on the Envoy
-  port of its Gateway port, never the port alone (another Gateway may use the same port).
+- Matching: a pool's listeners are those of ITS Gateway on the Envoy port of its Gateway port, never
+  the port alone (another Gateway may use the same port). A listener is its Gateway's by EG's default
+  listener-name prefix `<ns>/<gateway>/`, or, for names without one (XDSNameSchemeV2 `tcp-<port>`), when
+  this call is for that Gateway alone: EG translates each Gateway on its own, and the Gateway's
+  InferenceGatewayRevision policy rides in the call's context (`call_gateways`).
 - Ownership: one pool per route configuration, the oldest (creation time, then namespace/name);
   a younger pool gets `ListenerInUse`.
 - No listener: `MergedGatewayUnsupported` when the Gateway shares a merged listener,
@@ -53,7 +56,10 @@ class AttachAssignment:
 
 
 def assign_attach_to(
-    plan: Plan, listeners: Sequence[Listener], routes: Sequence[RouteConfiguration]
+    plan: Plan,
+    listeners: Sequence[Listener],
+    routes: Sequence[RouteConfiguration],
+    call_gateways: frozenset[str] = frozenset(),
 ) -> AttachAssignment:
     """Each attach-to pool to its Gateway listener's route configurations; one pool each, the oldest."""
     owners: dict[str, PoolPlan] = {}
@@ -63,9 +69,9 @@ def assign_attach_to(
         attach = pool.attach_to
         if attach is None:
             continue
-        found = gateway_listeners(listeners, attach)
+        found = gateway_listeners(listeners, attach, call_gateways)
         if not found:
-            missing = _missing_listener_problem(pool, attach, listeners, routes)
+            missing = _missing_listener_problem(pool, attach, listeners, routes, call_gateways)
             if missing is not None:
                 problems.append(missing)
                 gateways[pool.key] = gateway_key(attach)
@@ -85,14 +91,24 @@ def assign_attach_to(
     )
 
 
-def gateway_listeners(listeners: Sequence[Listener], attach: AttachTo) -> list[Listener]:
-    """The listeners of THAT Gateway on that port with route configurations: name prefix and port."""
-    prefix = eg.DEFAULT_NAMES.listener_prefix(attach.gateway_namespace, attach.gateway_name)
+def owned_by(listener: Listener, gateway: str, call_gateways: frozenset[str]) -> bool:
+    """Whether `listener` is Gateway `gateway`'s ("ns/name"): by name, or as the one Gateway of the call."""
+    named = eg.DEFAULT_NAMES.gateway_of_listener(listener.name)
+    if named is not None:
+        return named == gateway
+    return call_gateways == {gateway}
+
+
+def gateway_listeners(
+    listeners: Sequence[Listener], attach: AttachTo, call_gateways: frozenset[str] = frozenset()
+) -> list[Listener]:
+    """The listeners of THAT Gateway on that port with route configurations."""
+    gateway = gateway_key(attach)
     port = eg.container_port(attach.port)
     return [
         listener
         for listener in listeners
-        if listener.name.startswith(prefix)
+        if owned_by(listener, gateway, call_gateways)
         and listener_port(listener) == port
         and route_config_names(listener)
     ]
@@ -124,10 +140,13 @@ def _in_use(pool: PoolPlan, listener: Listener, holder: PoolPlan) -> Problem:
 
 
 def _missing_listener_problem(
-    pool: PoolPlan, attach: AttachTo, listeners: Sequence[Listener], routes: Sequence[RouteConfiguration]
+    pool: PoolPlan,
+    attach: AttachTo,
+    listeners: Sequence[Listener],
+    routes: Sequence[RouteConfiguration],
+    call_gateways: frozenset[str],
 ) -> Problem | None:
     """Why an attach-to pool found no listener, when this translation is about its Gateway; else None."""
-    prefix = eg.DEFAULT_NAMES.listener_prefix(attach.gateway_namespace, attach.gateway_name)
     port = eg.container_port(attach.port)
     gateway = gateway_key(attach)
     # With EG's mergeGateways, one Envoy listener per port carries every Gateway of the class and is
@@ -151,7 +170,7 @@ def _missing_listener_problem(
             "(EnvoyProxy mergeGateways): attaching a pool to a whole listener is not supported there; "
             "route to the pool with an HTTPRoute backendRef instead",
         )
-    own = [lis for lis in listeners if lis.name.startswith(prefix)]
+    own = [lis for lis in listeners if owned_by(lis, gateway, call_gateways)]
     if own:
         ports = sorted({p for p in (listener_port(lis) for lis in own) if p is not None})
         return _pool_problem(

@@ -224,11 +224,14 @@ def compile_translation(
     inputs: CompileInputs,
     options: CompileOptions,
     cache: CompileCache | None = None,
+    call_gateways: frozenset[str] = frozenset(),
 ) -> TranslationOutput:
     """Return EG's lists with our clusters, routes and filters added; a rerun on it changes nothing.
 
     `cache` (optional) reuses what earlier calls built for unchanged pools; the output is the same, but
     the clusters it built or marked are then shared with the cache: copy before changing them.
+    `call_gateways`: the Gateways ("ns/name") EG says this call is for (extserver/revisions.py), which
+    is how listeners named without their Gateway (XDSNameSchemeV2: `tcp-<port>`) are told apart.
     """
     plan = plan_of(inputs, cache)
     out_listeners = _copy_all(listeners)
@@ -240,7 +243,7 @@ def compile_translation(
     for route_config in out_routes:
         _strip_generated_routes(route_config)
 
-    attached = assign_attach_to(plan, out_listeners, out_routes)
+    attached = assign_attach_to(plan, out_listeners, out_routes, call_gateways)
     out_routes.extend(_add_attach_routes(out_routes, attached, options, cache))
     backend = _expand_all_backend_routes(out_routes, out_listeners, plan, options, cache)
     pools_by_rc = _pools_by_route_config(attached, backend)
