@@ -19,6 +19,12 @@ class MetadataKey:
     CRITICALITY = "criticality"
     SOURCE = "source"  # "<Kind> <ns>/<name>" of the object that produced the resource
     ROLE = "role"  # one of Role.*
+    # For debugging (the compiler writes them, nothing reads them back at request time):
+    TARGETS = "targets"  # on model routes: list of {target_model, weight, cluster}
+    MODELS = "models"  # on target clusters: list of {model_name, weight, criticality, source}
+    CLUSTER = "cluster"  # inside TARGETS entries
+    EG_ROUTE = "eg_route"  # on backend-ref routes: the name EG gave the route we expanded
+    POOL_API_VERSION = "pool_api_version"
 
 
 class Role:
@@ -27,6 +33,8 @@ class Role:
     PICKER = "picker"  # the endpoint picker's own cluster
     MODEL_ROUTE = "model-route"
     MODELS_LIST = "models-list"
+    BACKEND_REF = "backend-ref"  # EG's route/cluster for an HTTPRoute backendRef to a pool
+    VIRTUAL_HOST = "virtual-host"  # our catch-all virtual host on an attach-to listener
 
 
 # Dynamic metadata written by the json_to_metadata filter from the request body.
@@ -91,8 +99,6 @@ ACCESS_LOG_FLUSH_SECONDS = 0.1  # Envoy's default (1 s) would delay token metric
 # (Envoy keeps the stream open until the HTTP stream ends, so its end still releases the in-flight
 # count), no trailers.
 EXT_PROC_MESSAGE_TIMEOUT_SECONDS = 10.0
-PICKER_DEADLINE_SECONDS = 2.0  # the picker's own bound per decision, well below the message timeout
-BODY_MUTATION_CHUNK_BYTES = 62_000
 
 # Body size: EG's 32 KiB listener buffer makes long prompts fail with 413; raise it to this.
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -104,9 +110,6 @@ EXTSERVER_PORT = 5005
 PICKER_GRPC_PORT = 9002
 PICKER_HEALTH_PORT = 9003
 PICKER_METRICS_PORT = 9090
-
-# Envoy Gateway's extension client default message size (bytes); our server's limits match config.
-EG_DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 ANNOTATION_ATTACH_TO = "inference.networking.x-k8s.io/attach-to"
 
@@ -141,9 +144,6 @@ def picker_service_host(service: str, namespace: str) -> str:
     return f"{service}.{namespace}.svc.cluster.local"
 
 
-# --- Added for extserver.compile (additive) ---------------------------------------------------------
-
-
 class ExtProcMode:
     """ext_proc ProcessingMode enum value names (envoy.extensions.filters.http.ext_proc.v3.ProcessingMode)."""
 
@@ -161,29 +161,9 @@ class ExtProcMode:
     RESPONSE_TRAILER = "SKIP"
 
 
-class CompileMetadataKey:
-    """Extra keys inside METADATA_NAMESPACE written by the compiler (beside MetadataKey.*)."""
-
-    TARGETS = "targets"  # on model routes: list of {target_model, weight, cluster}
-    MODELS = "models"  # on target clusters: list of {model_name, weight, criticality, source}
-    CLUSTER = "cluster"  # inside TARGETS entries
-    EG_ROUTE = "eg_route"  # on backend-ref routes: the name EG gave the route we expanded
-    POOL_API_VERSION = "pool_api_version"
-
-
-class CompileRole:
-    """Extra Role values (beside Role.*) for resources the compiler marks or owns."""
-
-    BACKEND_REF = "backend-ref"  # EG's route/cluster for an HTTPRoute backendRef to a pool
-    VIRTUAL_HOST = "virtual-host"  # our catch-all virtual host on an attach-to listener
-
-
 # Client-sent request headers removed before the picker runs: the picker sets these itself.
 # x-gateway-inference-objective / -fairness-id stay: GIE lets clients send them as hints.
 CLIENT_STRIPPED_HEADERS = (HEADER_DESTINATION_ENDPOINT, HEADER_DESTINATION_SUBSET, HEADER_MODEL_NAME_REWRITE)
 
 # EDS from the picker: a target cluster waits this long for its first assignment before it serves (503s).
 EDS_INITIAL_FETCH_TIMEOUT_SECONDS = 3.0
-# Gateway ports below this are shifted by EG_PORT_SHIFT on the Envoy listener (EG runs Envoy unprivileged).
-EG_PRIVILEGED_PORT_LIMIT = 1024
-EG_PORT_SHIFT = 10000

@@ -242,6 +242,11 @@ def pool_ga_schema() -> Schema:
         },
         ("selector", "targetPorts", "endpointPickerRef"),
     )
+    return _root("InferencePool", spec, _pool_ga_status())
+
+
+def _pool_ga_status() -> Schema:
+    """InferencePool v1 status: conditions per parent Gateway, with the controller that wrote them."""
     parent = _object(
         "Status of the pool with respect to one parent.",
         {
@@ -251,7 +256,7 @@ def pool_ga_schema() -> Schema:
         },
         ("parentRef",),
     )
-    status = _object(
+    return _object(
         "Observed state of the pool.",
         {
             "parents": {
@@ -263,7 +268,6 @@ def pool_ga_schema() -> Schema:
             }
         },
     )
-    return _root("InferencePool", spec, status)
 
 
 def model_schema(version: str) -> Schema:

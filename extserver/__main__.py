@@ -23,23 +23,24 @@ from api.parse import owns
 from api.sources.store import ObjectStore
 from api.yamlio import ManifestError, load_documents
 from extserver.compile import CompileOptions
-from extserver.egxds import EgXds, build_eg_xds_by_gateway
+from extserver.eg import facts as eg
+from extserver.eg.call_order import run_hooks
+from extserver.eg.resources import EgXds
+from extserver.eg.standin import build_eg_xds_by_gateway
 from extserver.hooks import (
     ConditionReporter,
     HookContext,
     KubernetesConditionReporter,
-    LogStatusWriter,
+    LogConditionReporter,
     SnapshotSource,
     StaticSnapshotSource,
 )
-from extserver.hooks.pipeline import run_hooks
 from extserver.revisions import RevisionReporter
 from extserver.server import ServeOptions, start_server
 
 log = structlog.get_logger("extserver")
 
 # Envoy Gateway's GatewayClass controllerName: the controller of the Gateways pools report status under.
-EG_CONTROLLER_NAME = "gateway.envoyproxy.io/gatewayclass-controller"
 
 
 def _configure_logging(level: str, json_logs: bool) -> None:
@@ -83,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--namespace", help="watch one namespace only (default: all)")
     serve.add_argument(
         "--controller-name",
-        default=EG_CONTROLLER_NAME,
+        default=eg.CONTROLLER_NAME,
         help="controllerName written into v1 InferencePool status parents (the Gateway's controller)",
     )
     serve.add_argument("--host", default="0.0.0.0")
@@ -91,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-message-bytes",
         type=int,
-        default=contract.EG_DEFAULT_MAX_MESSAGE_BYTES,
+        default=eg.DEFAULT_MAX_MESSAGE_BYTES,
         help="gRPC send/receive limit; keep equal to EG's extensionManager.maxMessageSize",
     )
     serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
@@ -137,7 +138,7 @@ async def translate(files: Sequence[Path], options: CompileOptions, output: str 
     snapshot = store.snapshot()
     for key, errors in snapshot.invalid.items():
         log.warning("invalid object skipped", object=key, errors=list(errors))
-    ctx = HookContext(source=StaticSnapshotSource(snapshot), options=options, status=LogStatusWriter())
+    ctx = HookContext(source=StaticSnapshotSource(snapshot), options=options, status=LogConditionReporter())
     documents = []
     for gateway, xds in build_eg_xds_by_gateway(objects).items():
         result = await run_hooks(xds, ctx)
@@ -208,7 +209,7 @@ def _source(
         from api.sources.files import FileSource
 
         files = FileSource(args.manifests)
-        return files, files.run, files.stop, LogStatusWriter()
+        return files, files.run, files.stop, LogConditionReporter()
     from kubernetes import client, config
 
     from api.sources.kubernetes import INFERENCE_KINDS, KubernetesSource

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -67,6 +67,17 @@ def gateway_digests(
         gateway: hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:16]
         for gateway, items in served.items()
     }
+
+
+def gateways_of_call(resources: Sequence[Mapping[str, Any]]) -> frozenset[str]:
+    """The Gateways ("ns/name") whose revisions EG put in this translation's context: the call is theirs."""
+    return frozenset(
+        f"{(obj.get('metadata') or {}).get('namespace', '')}/{ref.get('name')}"
+        for obj in resources
+        if obj.get("apiVersion") == API_VERSION and obj.get("kind") == KIND
+        for ref in (obj.get("spec") or {}).get("targetRefs") or []
+        if ref.get("kind") == "Gateway"
+    )
 
 
 def revision_object(gateway: GatewayKey, digest: str) -> dict[str, Any]:

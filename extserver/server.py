@@ -29,6 +29,7 @@ from api.egextension.service_pb2 import (
     PostVirtualHostModifyResponse,
 )
 from extserver import hooks
+from extserver.eg import facts as eg
 from extserver.hooks import HookContext
 
 log = structlog.get_logger(__name__)
@@ -43,7 +44,7 @@ class ServeOptions:
     host: str = "0.0.0.0"
     port: int = contract.EXTSERVER_PORT
     # EG's client defaults to 4 MiB; raise both this and EG's `maxMessageSize` together.
-    max_message_bytes: int = contract.EG_DEFAULT_MAX_MESSAGE_BYTES
+    max_message_bytes: int = eg.DEFAULT_MAX_MESSAGE_BYTES
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_ca: Path | None = None  # set: mTLS, EG must present a client certificate signed by it

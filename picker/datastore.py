@@ -15,11 +15,15 @@ import structlog
 
 from api.model import InferenceModel, InferencePool
 from api.sources.store import Snapshot
-from picker.scheduling.types import Endpoint, EndpointSnapshot, PodMetrics, ServedModels
+from picker.scheduling.types import (
+    METRICS_STALENESS_SECONDS,
+    Endpoint,
+    EndpointSnapshot,
+    PodMetrics,
+    ServedModels,
+)
 
 log = structlog.get_logger(__name__)
-
-METRICS_STALENESS_SECONDS = 2.0
 # A pool's EndpointSnapshot is reused across decisions (the scheduler memoises what it derives from
 # it) until pods, served models or metrics change. Pools this small are rebuilt on every change;
 # larger ones at most every SNAPSHOT_REFRESH_SECONDS while only metrics change (scrapes of 1,000 pods

@@ -1,10 +1,10 @@
-"""Request lifecycle: parse the body, resolve pool/target/criticality, schedule, rewrite; then finish."""
+"""Request lifecycle: parse the body, resolve pool/target/criticality, schedule, rewrite; then release."""
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -12,19 +12,19 @@ import structlog
 
 from api.contract import MetadataKey, Role
 from api.model import Criticality, InferenceModel
-from picker.accesslog import Outcome
 from picker.body import ParsedBody, parse_body, rewrite_model
 from picker.datastore import Datastore, PoolView
 from picker.errors import ErrorCode, PickerError
-from picker.extproc.attributes import RequestAttributes
-from picker.metrics import PickerMetrics
-from picker.scheduling import admission
-from picker.scheduling.admission import DEFAULT_ADMISSION, AdmissionConfig
-from picker.scheduling.types import Decision, Endpoint, EndpointSnapshot, InferenceRequest, Rejection
+from picker.handlers.accesslog import Outcome
+from picker.handlers.extproc.attributes import RequestAttributes
+from picker.metrics import PickerMetrics, RequestMetrics
+from picker.scheduling.types import Decision, Endpoint, InferenceRequest, Rejection
 
 log = structlog.get_logger(__name__)
 
 MAX_DESTINATIONS = 3  # primary + up to 2 fallbacks
+# The OpenAI body's `param` for a scheduler rejection, by its code.
+_PARAMS = {"model_not_found": "model"}
 
 
 class Scheduler(Protocol):
@@ -33,34 +33,61 @@ class Scheduler(Protocol):
     def record(self, decision: Decision) -> None: ...
 
 
-@dataclass
-class RequestContext:
-    """Per-stream state the director needs; filled from request headers, then by `route`."""
+@dataclass(frozen=True)
+class RouteRequest:
+    """What the director needs of one request besides its body, read from the stream's first message."""
 
     request_id: str
     path: str = "/"
     attributes: RequestAttributes = field(default_factory=RequestAttributes)
     subset_hint: frozenset[str] | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-    # Set once routed:
-    model: str = ""
-    target: str = ""
-    pool: str = ""
-    endpoint: str | None = None  # primary, counted in flight until `finish`
-    finished: bool = False
+    started: float = field(default_factory=time.monotonic)  # request headers arrived
+
+
+class Lease:
+    """The primary's in-flight slot and the request's running series, held until the stream ends."""
+
+    __slots__ = ("_datastore", "_released", "_series", "_started", "address")
+
+    def __init__(self, datastore: Datastore, address: str, series: RequestMetrics, started: float) -> None:
+        self._datastore = datastore
+        self._series = series
+        self._started = started
+        self._released = False
+        self.address = address
+        datastore.acquire(address)
+        series.requests.inc()
+        series.running.inc()
+
+    def release(self) -> None:
+        """End of the routed request (Envoy ended its ext_proc stream): release and time it, once."""
+        if self._released:
+            return
+        self._released = True
+        self._datastore.release(self.address)
+        self._series.running.dec()
+        self._series.duration.observe(time.monotonic() - self._started)
 
 
 @dataclass(frozen=True)
 class Routed:
-    """Where the request goes and the body to send (None: unchanged)."""
+    """Where the request goes: pool, client model, target model, endpoints (primary first), the body
+    to send (None: unchanged) and the lease to release when the request ends."""
 
+    pool: str
+    model: str
+    target: str
     endpoints: tuple[str, ...]
     body: bytes | None
+    lease: Lease
 
 
 class Director:
-    """parse -> resolve -> schedule -> rewrite for each request, and the bookkeeping when it ends."""
+    """Resolves pool and target, then schedules on the pool's snapshot; bookkeeping when requests end.
+
+    Which endpoints may take a request (model served, subset hint, fresh metrics) and whether the
+    pool sheds it are the scheduler's filters and admission: the director only resolves.
+    """
 
     def __init__(
         self,
@@ -68,80 +95,73 @@ class Director:
         scheduler: Scheduler,
         metrics: PickerMetrics,
         max_body_bytes: int,
-        admission_config: AdmissionConfig = DEFAULT_ADMISSION,
         rng: random.Random | None = None,
     ) -> None:
-        self.admission_config = admission_config
         self.datastore = datastore
         self.scheduler = scheduler
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.rng = rng or random.Random()
 
-    def route(self, ctx: RequestContext, raw: bytes) -> Routed:
-        """Decide for one request; raises PickerError for every answer that is not a routing."""
-        parsed = parse_body(raw, ctx.path, self.max_body_bytes)
-        ctx.model = parsed.model
-        view = self._pool(ctx)
-        ctx.pool = view.pool.key
-        target, criticality = self._target(ctx, view, parsed)
-        ctx.target = target
-        endpoints = self._candidates(view, target, ctx.subset_hint)
-        request = InferenceRequest(
-            request_id=ctx.request_id,
+    def route(self, request: RouteRequest, raw: bytes) -> Routed:
+        """Decide for one request; raises PickerError (labelled with what was resolved) otherwise."""
+        model = target = ""
+        try:
+            parsed = parse_body(raw, request.path, self.max_body_bytes)
+            model = parsed.model
+            view = self._pool(request)
+            target, criticality = self._target(request, view, parsed)
+            return self._schedule(request, raw, view, parsed, target, criticality)
+        except PickerError as error:
+            error.model, error.target = model, target
+            raise
+
+    def _schedule(
+        self,
+        request: RouteRequest,
+        raw: bytes,
+        view: PoolView,
+        parsed: ParsedBody,
+        target: str,
+        criticality: Criticality,
+    ) -> Routed:
+        snapshot = self.datastore.snapshot_for(view.pool.key)
+        inference = InferenceRequest(
+            request_id=request.request_id,
             model=parsed.model,
             target_model=target,
             criticality=criticality,
             prompt=parsed.prompt,
-            subset_hint=ctx.subset_hint,
+            subset_hint=request.subset_hint,
         )
         started = time.perf_counter()
-        shed = admission.check(request, endpoints, self.admission_config)
-        if shed is not None:
-            raise PickerError(shed.status, shed.message)
-        outcome = self.scheduler.schedule(request, endpoints)
+        outcome = self.scheduler.schedule(inference, snapshot)
         self.metrics.decision.observe(time.perf_counter() - started)
         if isinstance(outcome, Rejection):
-            raise PickerError(outcome.status, outcome.message)
+            raise PickerError(outcome.status, outcome.message, _PARAMS.get(outcome.code))
         # Distinct addresses: a route retry moves on to the next one, so a repeat would waste it.
         chosen = tuple(dict.fromkeys(outcome.endpoints))[:MAX_DESTINATIONS]
         if not chosen:
             raise PickerError(503, f"no ready endpoint for model `{target}`")
         log.debug(
             "decision",
-            request_id=ctx.request_id,
+            request_id=request.request_id,
             model=parsed.model,
             target=target,
-            pool=ctx.pool,
+            pool=view.pool.key,
             endpoint=chosen[0],
             fallbacks=list(chosen[1:]),
             scores=outcome.scores,
         )
         self.scheduler.record(outcome)  # prefix affinity: the primary now holds this prompt
         new_body = rewrite_model(raw, target) if target != parsed.model else None
-        ctx.endpoint = chosen[0]
-        self.datastore.acquire(chosen[0])
         series = self.metrics.for_request(parsed.model, target)
-        series.requests.inc()
-        series.running.inc()
-        return Routed(chosen, new_body)
+        lease = Lease(self.datastore, chosen[0], series, request.started)
+        return Routed(view.pool.key, parsed.model, target, chosen, new_body, lease)
 
-    def reject(self, ctx: RequestContext, error: PickerError) -> None:
+    def reject(self, error: PickerError) -> None:
         """Count a request the picker answered itself."""
-        ctx.finished = True
-        self.metrics.errors.labels(ctx.model, ctx.target, error.code.value).inc()
-
-    def finish(self, ctx: RequestContext) -> None:
-        """End of a routed request (Envoy ended its ext_proc stream): release and time it, once."""
-        if ctx.finished:
-            return
-        ctx.finished = True
-        if ctx.endpoint is None:
-            return
-        self.datastore.release(ctx.endpoint)
-        series = self.metrics.for_request(ctx.model, ctx.target)
-        series.running.dec()
-        series.duration.observe(time.monotonic() - ctx.started)
+        self.metrics.errors.labels(error.model, error.target, error.code.value).inc()
 
     def record_outcome(self, outcome: Outcome) -> None:
         """Status and token usage of a routed request, from Envoy's access log (maybe another replica's)."""
@@ -159,9 +179,9 @@ class Director:
 
     # --- resolution ----------------------------------------------------------------------------
 
-    def _pool(self, ctx: RequestContext) -> PoolView:
+    def _pool(self, request: RouteRequest) -> PoolView:
         """The pool from cluster (or route) metadata; with no metadata, the only pool served."""
-        for md in (ctx.attributes.cluster_metadata, ctx.attributes.route_metadata):
+        for md in (request.attributes.cluster_metadata, request.attributes.route_metadata):
             if md and md.get(MetadataKey.POOL_NAMESPACE) and md.get(MetadataKey.POOL_NAME):
                 key = f"{md[MetadataKey.POOL_NAMESPACE]}/{md[MetadataKey.POOL_NAME]}"
                 view = self.datastore.pool(key)
@@ -175,10 +195,10 @@ class Director:
             raise PickerError(503, "no inference pool is ready")
         raise PickerError(500, "request carries no pool metadata and this picker serves several pools")
 
-    def _target(self, ctx: RequestContext, view: PoolView, parsed: ParsedBody) -> tuple[str, Criticality]:
+    def _target(self, request: RouteRequest, view: PoolView, parsed: ParsedBody) -> tuple[str, Criticality]:
         """Target model (from the cluster Envoy chose) and criticality (from the route, else the model)."""
-        cluster_md = ctx.attributes.cluster_metadata or {}
-        route_md = ctx.attributes.route_metadata or {}
+        cluster_md = request.attributes.cluster_metadata or {}
+        route_md = request.attributes.route_metadata or {}
         model = view.model_named(parsed.model)
         target = (
             cluster_md.get(MetadataKey.TARGET_MODEL)
@@ -199,41 +219,6 @@ class Director:
             return model.model_name
         names = [t.name for t in targets]
         return self.rng.choices(names, weights=[t.weight or 0 for t in targets])[0]
-
-    def _candidates(self, view: PoolView, target: str, subset: frozenset[str] | None) -> Sequence[Endpoint]:
-        """The pool's endpoints that may take the request, memoised on the pool's reused snapshot.
-
-        The same EndpointSnapshot object for the same (snapshot, target, subset) lets the scheduler
-        reuse what it derived from it; in-flight counts stay live through the snapshot's mapping.
-        """
-        snapshot = self.datastore.snapshot_for(view.pool.key)
-        key = ("director-candidates", target, subset, self.datastore.staleness_s)
-        found: EndpointSnapshot | None = snapshot.memo.get(key)
-        if found is None:
-            # Errors are not memoised: each raise needs its own exception, and they are the rare path.
-            found = snapshot.memo[key] = snapshot.derive(self._select(snapshot, view, target, subset))
-        return found
-
-    def _select(
-        self, endpoints: Sequence[Endpoint], view: PoolView, target: str, subset: frozenset[str] | None
-    ) -> list[Endpoint]:
-        if not endpoints:
-            raise PickerError(503, f"inference pool {view.pool.key} has no ready endpoint")
-        serving = [e for e in endpoints if e.served is not None and e.served.serves(target)]
-        if not serving:
-            unknown = [e for e in endpoints if e.served is None]
-            if not unknown:
-                raise PickerError(404, f"The model `{target}` does not exist.", "model")
-            serving = unknown  # what they serve is not known yet: let the scheduler decide
-        if subset is not None:
-            serving = [e for e in serving if e.address in subset]
-            if not serving:
-                raise PickerError(503, f"no endpoint of the requested subset serves model `{target}`")
-        limit = self.datastore.staleness_s  # inline Datastore.is_fresh: this runs per endpoint per request
-        fresh = [e for e in serving if e.metrics_age_s <= limit]
-        if not fresh:
-            raise PickerError(503, f"no ready endpoint for model `{target}`: metrics are stale")
-        return fresh
 
 
 def _criticality(value: Any) -> Criticality | None:

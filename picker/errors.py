@@ -44,6 +44,9 @@ class PickerError(Exception):
         self.status = status
         self.message = message
         self.param = param
+        # What the director had resolved when it refused (labels of the error metric).
+        self.model = ""
+        self.target = ""
 
     @property
     def code(self) -> ErrorCode:
@@ -69,7 +72,3 @@ def error_body(status: int, message: str, param: str | None = None) -> bytes:
             }
         }
     )
-
-
-def error_code_for_status(status: int) -> ErrorCode:
-    return _CODES_BY_STATUS.get(status, ErrorCode.INTERNAL)

@@ -26,12 +26,12 @@ from api.contract import (
 )
 from api.sources import Source
 from api.sources.store import ObjectStore
-from picker.accesslog import AccessLogReceiver
 from picker.datastore import Datastore
 from picker.director import Director, Scheduler
-from picker.eds import EndpointDiscovery
-from picker.extproc.stream import ExternalProcessor
-from picker.health import new_health_servicer, set_ready
+from picker.handlers.accesslog import AccessLogReceiver
+from picker.handlers.eds import EndpointDiscovery
+from picker.handlers.extproc.stream import ExternalProcessor
+from picker.handlers.health import new_health_servicer, set_ready
 from picker.metrics import PickerMetrics, start_metrics_server
 from picker.scheduling import DEFAULT_CONFIG, SchedulerConfig, build_scheduler, load_config
 from picker.scrape import ScrapeConfig, Scraper
@@ -106,14 +106,14 @@ class PickerServer:
         self.config = config
         self.store = source.store if source is not None else ObjectStore()
         self.source = source if source is not None else build_source(config, self.store)
-        self.datastore = Datastore(config.service_name, config.namespace, config.pools)
+        scheduling = load_scheduler_config(config.scheduler_config)
+        self.datastore = Datastore(
+            config.service_name, config.namespace, config.pools, staleness_s=scheduling.staleness_s
+        )
         self.metrics = PickerMetrics()
         self.metrics.watch_pools(self.datastore)
-        scheduling = load_scheduler_config(config.scheduler_config)
         self.scheduler = scheduler if scheduler is not None else build_scheduler(scheduling)
-        self.director = Director(
-            self.datastore, self.scheduler, self.metrics, config.max_body_bytes, scheduling.admission
-        )
+        self.director = Director(self.datastore, self.scheduler, self.metrics, config.max_body_bytes)
         self.scraper = Scraper(self.datastore, replace(config.scrape, metric_names=scheduling.metric_names))
         self.health = new_health_servicer()
         self.grpc_port = 0

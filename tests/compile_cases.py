@@ -24,8 +24,9 @@ from extserver.compile import (
     patch_cluster,
     patch_route,
 )
-from extserver.egxds import ClusterHookCall, EgXds, RouteHookCall, build_eg_xds_by_gateway
-from extserver.hooks.pipeline import find_cluster, find_route
+from extserver.eg.call_order import find_cluster, find_route
+from extserver.eg.resources import ClusterHookCall, EgXds, RouteHookCall
+from extserver.eg.standin import build_eg_xds_by_gateway
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.stem for p in (GOLDEN / "in").glob("*.yaml"))

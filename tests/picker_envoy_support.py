@@ -1,6 +1,6 @@
 """Test plumbing for the picker behind real Envoy: fake vLLM-shaped upstreams and a minimal Envoy config.
 
-The Envoy config mirrors the compiled shape (DESIGN §3) with only what the picker needs: header
+The Envoy config mirrors the compiled shape (docs/xds.md) with only what the picker needs: header
 strip, json_to_metadata, ext_proc, destination Lua, usage Lua, router, the gRPC access log back to
 the picker;
 weighted target clusters with EDS from the picker over google_grpc and override_host with a

@@ -18,7 +18,7 @@ from api import contract
 from extserver.compile import build_plan, compile_translation, naming
 from extserver.compile.access_log import build_access_logs
 from extserver.compile.plan import PoolPlan
-from extserver.egxds import build_eg_xds_by_gateway
+from extserver.eg.standin import build_eg_xds_by_gateway
 from tests.compile_cases import OPTIONS, apply_hooks, compile_inputs, load_objects, run_case
 
 CASE = "backendref-root-prefix"

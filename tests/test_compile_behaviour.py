@@ -9,7 +9,7 @@ from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from api.contract import METADATA_NAMESPACE
 from extserver.compile import CompileCache, compile_translation, naming
 from extserver.compile.filters.lua import rewrite_code
-from extserver.egxds import build_eg_xds_by_gateway
+from extserver.eg.standin import build_eg_xds_by_gateway
 from tests.compile_cases import OPTIONS, apply_hooks, compile_inputs, load_objects, run_case
 
 ATTACH_TO = "inference.networking.x-k8s.io/attach-to"

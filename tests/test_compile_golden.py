@@ -1,4 +1,4 @@
-"""Golden tests: tests/golden/in/<case>.yaml -> out/<case>.{plan,clusters,listeners,routes}.yaml."""
+"""Golden tests: tests/golden/in/<case>.yaml -> out/<case>.{plan,attach,clusters,listeners,routes}.yaml."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from extserver.compile import build_plan, compile_translation, patch_cluster, patch_route, plan_to_dict
+from extserver.compile.attach import assign_attach_to
 from tests.compile_cases import CASES, GOLDEN, OPTIONS, as_dicts, run_case
 
-KINDS = ("plan", "clusters", "listeners", "routes")
+KINDS = ("plan", "attach", "clusters", "listeners", "routes")
 
 
 class _Dumper(yaml.SafeDumper):
@@ -42,8 +43,15 @@ def _outputs(case: str) -> dict[str, str]:
         ]
         for gw, g in result.gateways.items()
     }
+    built = build_plan(result.inputs)
+    # The attach-to decision on what EG sent (after the Route and Cluster hooks), per Gateway.
+    attach = {
+        gw: assign_attach_to(built, g.eg.listeners, g.eg.routes).to_dict()
+        for gw, g in result.gateways.items()
+    }
     return {
         "plan": _render(plan),
+        "attach": _render(attach),
         "clusters": _render({gw: as_dicts(g.clusters) for gw, g in result.gateways.items()}),
         "listeners": _render({gw: as_dicts(g.listeners) for gw, g in result.gateways.items()}),
         "routes": _render({gw: as_dicts(g.routes) for gw, g in result.gateways.items()}),

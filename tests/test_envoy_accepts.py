@@ -26,7 +26,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3.http_connection
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
 from google.protobuf.json_format import MessageToJson
 
-from api.contract import HEADER_DESTINATION_ENDPOINT, METADATA_NAMESPACE, CompileRole, Role
+from api.contract import HEADER_DESTINATION_ENDPOINT, METADATA_NAMESPACE, Role
 from extserver.compile import metadata, naming
 from hack.local_gateway.envoy import EnvoyProcess
 from hack.ports import free_port
@@ -318,7 +318,7 @@ def _point_pool_clusters_at(clusters: Sequence[Cluster], ports: Sequence[int]) -
     for cluster in clusters:
         copy = Cluster()
         copy.CopyFrom(cluster)
-        if metadata.role(copy.metadata) in (Role.TARGET, Role.CATCH_ALL, CompileRole.BACKEND_REF):
+        if metadata.role(copy.metadata) in (Role.TARGET, Role.CATCH_ALL, Role.BACKEND_REF):
             copy.ClearField("eds_cluster_config")
             copy.type = Cluster.STATIC
             copy.load_assignment.cluster_name = copy.name

@@ -19,9 +19,11 @@ from api.egextension import service_pb2, service_pb2_grpc
 from api.sources.store import ObjectStore, Snapshot
 from api.yamlio import load_documents
 from extserver.compile import CompileOptions, naming
-from extserver.egxds import ClusterHookCall, EgXds, RouteHookCall, build_eg_xds, parse_config_dump
+from extserver.eg import facts as eg_facts
+from extserver.eg.call_order import cluster_request, route_request, translate_request
+from extserver.eg.resources import ClusterHookCall, EgXds, RouteHookCall, parse_config_dump
+from extserver.eg.standin import build_eg_xds
 from extserver.hooks import HookContext, StaticSnapshotSource
-from extserver.hooks.pipeline import cluster_request, route_request, translate_request
 from extserver.server import SERVICE_NAME, RunningServer, ServeOptions, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,7 +273,7 @@ async def test_message_size_limit_is_configurable() -> None:
         ("grpc.max_send_message_length", 16 << 20),
         ("grpc.max_receive_message_length", 16 << 20),
     ]
-    for limit, ok in ((contract.EG_DEFAULT_MAX_MESSAGE_BYTES, False), (8 << 20, True)):
+    for limit, ok in ((eg_facts.DEFAULT_MAX_MESSAGE_BYTES, False), (8 << 20, True)):
         server = await _serve([], max_message_bytes=limit)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options) as ch:

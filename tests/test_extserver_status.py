@@ -24,16 +24,16 @@ from api.parse import owns
 from api.sources.kubernetes import INFERENCE_KINDS, KubernetesSource
 from api.sources.store import ObjectStore
 from extserver.compile import CompileOptions, build_plan
-from extserver.egxds import build_eg_xds
+from extserver.eg.call_order import run_hooks, run_hooks_via
+from extserver.eg.standin import build_eg_xds
 from extserver.hooks import (
     HookContext,
     KubernetesConditionReporter,
-    LogStatusWriter,
+    LogConditionReporter,
     StaticSnapshotSource,
     StatusReport,
     condition_updates,
 )
-from extserver.hooks.pipeline import run_hooks, run_hooks_via
 from hack.ports import free_port
 from tests.compile_cases import compile_inputs, load_objects
 from tests.k8s_fake_server import FakeKubeApi, model_v1alpha2, pool_v1alpha2
@@ -114,7 +114,7 @@ async def test_log_writer_logs_conditions_once_per_change() -> None:
     objects = [pool_v1alpha2("pool", {"app": "vllm"}), model_v1alpha2("m", "llama", "missing")]
     inputs, _ = compile_inputs(objects)
     report = StatusReport(inputs.pools, inputs.models, build_plan(inputs).problems, {})
-    writer = LogStatusWriter()
+    writer = LogConditionReporter()
     with structlog.testing.capture_logs() as logs:
         await writer.report(report)
         await writer.report(report)
@@ -212,7 +212,7 @@ async def test_translate_cli_path_still_logs_without_an_api_server() -> None:
     inputs, _ = compile_inputs(objects)
     store = ObjectStore()
     store.apply(upserts=[o for o in objects if owns(o)])
-    ctx = HookContext(source=StaticSnapshotSource(store.snapshot()), status=LogStatusWriter())
+    ctx = HookContext(source=StaticSnapshotSource(store.snapshot()), status=LogConditionReporter())
     with structlog.testing.capture_logs() as logs:
         await run_hooks(build_eg_xds(objects), ctx)
     assert any(entry["event"] == "condition" and entry["status"] == "False" for entry in logs)

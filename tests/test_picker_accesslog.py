@@ -16,7 +16,7 @@ from api.contract import (
     PickerMetadataKey,
     UsageMetadataKey,
 )
-from picker.accesslog import AccessLogReceiver, Outcome, read_outcome
+from picker.handlers.accesslog import AccessLogReceiver, Outcome, read_outcome
 
 
 def _entry(

@@ -10,11 +10,11 @@ import pytest
 
 from api.contract import MetadataKey, Role
 from api.sources.store import ObjectStore
-from picker.accesslog import Outcome
 from picker.datastore import Datastore
-from picker.director import Director, RequestContext
+from picker.director import Director, Routed, RouteRequest
 from picker.errors import PickerError
-from picker.extproc.attributes import RequestAttributes
+from picker.handlers.accesslog import Outcome
+from picker.handlers.extproc.attributes import RequestAttributes
 from picker.metrics import PickerMetrics
 from picker.scheduling import build_scheduler
 from picker.scheduling.types import (
@@ -88,11 +88,11 @@ class Rig:
         )
 
     def route(
-        self, model: str = "base", **ctx_fields: object
-    ) -> tuple[RequestContext, tuple[str, ...], bytes | None]:
-        ctx = RequestContext(request_id="r1", path="/v1/completions", **ctx_fields)  # type: ignore[arg-type]
-        routed = self.director.route(ctx, orjson.dumps({"model": model, "prompt": "hello"}))
-        return ctx, routed.endpoints, routed.body
+        self, model: str = "base", **request_fields: object
+    ) -> tuple[Routed, tuple[str, ...], bytes | None]:
+        request = RouteRequest(request_id="r1", path="/v1/completions", **request_fields)  # type: ignore[arg-type]
+        routed = self.director.route(request, orjson.dumps({"model": model, "prompt": "hello"}))
+        return routed, routed.endpoints, routed.body
 
     def in_flight(self) -> dict[str, int]:
         return {a: s.in_flight for a, s in self.datastore.endpoint_states().items() if s.in_flight}
@@ -112,30 +112,30 @@ def _target_cluster(target: str) -> RequestAttributes:
 
 def test_routes_to_distinct_ready_endpoints_and_counts_in_flight() -> None:
     rig = Rig()
-    ctx, endpoints, body = rig.route()
+    routed, endpoints, body = rig.route()
     assert 1 <= len(endpoints) <= 3
     assert len(set(endpoints)) == len(endpoints)
     assert set(endpoints) <= {f"{ip}:{PORT}" for ip in IPS}
     assert body is None  # model unchanged: the body goes through as sent
     assert rig.in_flight() == {endpoints[0]: 1}
-    rig.director.finish(ctx)
-    rig.director.finish(ctx)  # a second end does not release twice
+    routed.lease.release()
+    routed.lease.release()  # a second end does not release twice
     assert rig.in_flight() == {}
 
 
 def test_target_cluster_rewrites_the_model_and_picks_only_pods_serving_it() -> None:
     rig = Rig(MODEL)
     for _ in range(20):
-        ctx, endpoints, body = rig.route("lora-request", attributes=_target_cluster("ad-1"))
+        routed, endpoints, body = rig.route("lora-request", attributes=_target_cluster("ad-1"))
         assert set(endpoints) <= {f"{IPS[0]}:{PORT}", f"{IPS[1]}:{PORT}"}
         assert body is not None and orjson.loads(body) == {"model": "ad-1", "prompt": "hello"}
-        rig.director.finish(ctx)
+        routed.lease.release()
 
 
 def test_catch_all_splits_by_the_inference_model() -> None:
     rig = Rig(MODEL)
-    ctx, _, body = rig.route("lora-request")
-    assert ctx.target == "ad-1"
+    routed, _, body = rig.route("lora-request")
+    assert routed.target == "ad-1"
     assert body is not None and orjson.loads(body)["model"] == "ad-1"
 
 
@@ -144,15 +144,15 @@ def test_unreachable_endpoint_is_never_chosen_until_scraped_again() -> None:
     dead = f"{IPS[0]}:{PORT}"
     rig.datastore.record_unreachable(dead)
     for _ in range(30):
-        ctx, endpoints, _ = rig.route()
+        routed, endpoints, _ = rig.route()
         assert dead not in endpoints  # neither primary nor fallback
-        rig.director.finish(ctx)
+        routed.lease.release()
     rig.datastore.record_metrics(dead, PodMetrics(max_loras=4))
     seen: set[str] = set()
     for _ in range(60):
-        ctx, endpoints, _ = rig.route()
+        routed, endpoints, _ = rig.route()
         seen.update(endpoints)
-        rig.director.finish(ctx)
+        routed.lease.release()
     assert dead in seen
 
 
@@ -227,11 +227,10 @@ def test_fallbacks_are_distinct_even_if_the_scheduler_repeats() -> None:
 
 def test_reject_counts_an_error_and_never_releases() -> None:
     rig = Rig()
-    ctx = RequestContext(request_id="r2", path="/v1/completions")
+    request = RouteRequest(request_id="r2", path="/v1/completions")
     with pytest.raises(PickerError) as caught:
-        rig.director.route(ctx, b"{not json")
-    rig.director.reject(ctx, caught.value)
-    rig.director.finish(ctx)
+        rig.director.route(request, b"{not json")
+    rig.director.reject(caught.value)
     assert rig.in_flight() == {}
     assert b"inference_model_request_error_total" in rig.metrics.exposition()
 

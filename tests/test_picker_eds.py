@@ -13,7 +13,7 @@ from google.rpc import status_pb2
 from api.contract import EdsResource
 from api.sources.store import ObjectStore
 from picker.datastore import Datastore
-from picker.eds import CLA_TYPE_URL, EndpointDiscovery
+from picker.handlers.eds import CLA_TYPE_URL, EndpointDiscovery
 from picker.scheduling.types import ServedModels
 
 POOL = {
@@ -116,7 +116,7 @@ async def test_stream_endpoints_protocol() -> None:
 
 
 def test_unknown_served_models_are_optimistic_members() -> None:
-    from picker.eds import endpoint_members
+    from picker.handlers.eds import endpoint_members
 
     store = ObjectStore()
     store.apply(upserts=[POOL, _pod("a", "10.0.0.1")])

@@ -198,7 +198,7 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
 
 async def test_eds_holds_only_pods_serving_each_target(rig: Rig) -> None:
     from api.contract import EdsResource
-    from picker.eds import endpoint_members
+    from picker.handlers.eds import endpoint_members
 
     def members(target: str | None, pool: str = "pool") -> set[str]:
         return {

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
-import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from google.protobuf import struct_pb2, text_format
@@ -24,8 +23,8 @@ from api.contract import (
     PickerMetadataKey,
 )
 from picker.errors import error_body
-from picker.extproc import mutations
-from picker.extproc.attributes import (
+from picker.handlers.extproc import mutations
+from picker.handlers.extproc.attributes import (
     header_map,
     metadata_from_text,
     read_attributes,
@@ -69,20 +68,6 @@ def test_routed_body_response_marks_the_request_for_the_access_log() -> None:
 def test_routed_body_response_without_rewrite_leaves_body() -> None:
     response = mutations.routed_body_response("10.0.0.1:8000", None)
     assert not response.request_body.response.HasField("body_mutation")
-
-
-def test_chunking() -> None:
-    body = bytes(range(256)) * 500  # 128,000 bytes
-    chunks = mutations.chunk_body(body, 62_000)
-    assert [len(c) for c in chunks] == [62_000, 62_000, 4_000]
-    assert b"".join(chunks) == body
-    assert mutations.chunk_body(b"") == [b""]
-    responses = mutations.streamed_body_responses(body)
-    streamed = [r.request_body.response.body_mutation.streamed_response for r in responses]
-    assert [s.end_of_stream for s in streamed] == [False, False, True]
-    assert b"".join(s.body for s in streamed) == body
-    with pytest.raises(ValueError):
-        mutations.chunk_body(body, 0)
 
 
 def test_immediate_response_is_openai_json() -> None:

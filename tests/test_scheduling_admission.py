@@ -33,7 +33,7 @@ def ep(
         (ep(waiting=1, in_flight=5), 1.0),  # 4 sent since the scrape: may all be queued
         (ep(running=5, in_flight=5), 0.0),  # in flight and running: not queued
         (ep(running=4, waiting=1, in_flight=7), 0.6),  # 2 beyond the scrape + 1 waiting
-        (ep(age=0.5), 1.0),  # stale
+        (ep(age=2.5), 1.0),  # stale: beyond the one 2 s limit (was 0.5 under admission's own 0.2 s)
         (ep(metrics=False), 1.0),
     ],
 )

@@ -330,9 +330,7 @@ def test_the_decision_carries_the_prompt_part_the_primary_must_prefill() -> None
     assert isinstance(decision, Decision) and decision.prefill_chars == len(prompt)
     index = PrefixIndex()
     prefix = PrefixCacheScorer(index)
-    scheduler = Scheduler(
-        [], [WeightedScorer(prefix, 1.0)], MaxScorePicker(1), rng=random.Random(0), prefix_index=index
-    )
+    scheduler = Scheduler([], [WeightedScorer(prefix, 1.0)], MaxScorePicker(1), rng=random.Random(0))
     first = scheduler.schedule(request, [ep(1), ep(2)])
     assert isinstance(first, Decision) and first.prefill_chars == len(prompt)  # nothing cached anywhere yet
     scheduler.record(first)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from picker.scheduling import build_scheduler
+from picker.scheduling import build_scheduler, parse_config
 from picker.scheduling.framework import CycleState, Scheduler, WeightedScorer
 from picker.scheduling.plugins.filters.readiness import ReadinessFilter
 from picker.scheduling.plugins.pickers.max_score import MaxScorePicker
@@ -17,7 +17,7 @@ from picker.scheduling.plugins.scorers.kv_cache import KvCacheScorer
 from picker.scheduling.plugins.scorers.lora_affinity import LoraAffinityScorer
 from picker.scheduling.plugins.scorers.prefix_cache import PrefixCacheScorer
 from picker.scheduling.plugins.scorers.queue import QueueScorer
-from picker.scheduling.prefix_index import PrefixIndex
+from picker.scheduling.prefix_index import PrefixIndex, prompt_hashes
 from picker.scheduling.types import Decision, Endpoint, InferenceRequest, PodMetrics, Rejection, ServedModels
 
 SERVED = ServedModels(base=frozenset({"base"}), adapters=frozenset({"lora-a"}))
@@ -258,3 +258,26 @@ def test_new_snapshot_is_not_served_from_the_previous_ones_memo() -> None:
         assert isinstance(decision, Decision) and decision.primary == best
     gone = scheduler.schedule(request("lora-a"), (ep(3, served=ServedModels(frozenset({"base"}))),))
     assert isinstance(gone, Rejection) and gone.status == 404
+
+
+def test_two_prefix_scorers_each_learn_in_their_own_block_size() -> None:
+    """Each prefix scorer records the prompts sent in its own scheme (the second used to learn nothing)."""
+    config = parse_config(
+        {
+            "plugins": [
+                {"type": "prefix-cache-scorer", "name": "small", "parameters": {"blockSize": 16}},
+                {"type": "prefix-cache-scorer", "name": "large", "parameters": {"blockSize": 128}},
+            ],
+            "profile": {"scorers": [{"name": "small", "weight": 1}, {"name": "large", "weight": 1}]},
+        }
+    )
+    scheduler = build_scheduler(config, rng=random.Random(1))
+    small, large = (w.scorer for w in scheduler.scorers)
+    assert isinstance(small, PrefixCacheScorer) and isinstance(large, PrefixCacheScorer)
+    prompt = "a system prompt long enough for several blocks of either size. " * 8
+    decision = scheduler.schedule(request(prompt=prompt), [ep(n) for n in range(1, 4)])
+    assert isinstance(decision, Decision)
+    scheduler.record(decision)
+    for scorer in (small, large):
+        own = prompt_hashes(prompt, "base", scorer.block_size, scorer.max_blocks)
+        assert scorer.index.match(own) == {decision.primary: len(own)}, scorer.block_size

@@ -1,4 +1,4 @@
-"""Status conditions: the pure placement rules per kind/version, and KubernetesStatusWriter against the
+"""Status conditions: the pure placement rules per kind/version, and KubernetesConditionWriter against the
 fake API server (tests/k8s_fake_server.py: no kube-apiserver can run here, the fake speaks the real
 GET + merge-patch status protocol)."""
 
@@ -9,7 +9,13 @@ from collections.abc import Iterator
 import pytest
 import structlog.testing
 
-from api.sources import KubernetesStatusWriter, LogStatusWriter, ParentRef, with_condition
+from api.sources import (
+    ConditionUpdate,
+    KubernetesConditionWriter,
+    LogConditionWriter,
+    ParentRef,
+    with_condition,
+)
 from tests.k8s_fake_server import FakeKubeApi, model_v1alpha2, pool_v1alpha2
 
 X1 = "inference.networking.x-k8s.io/v1alpha1"
@@ -87,22 +93,25 @@ def fake() -> Iterator[FakeKubeApi]:
     server.stop()
 
 
+NAME_IN_USE = ConditionUpdate(
+    "InferenceModel",
+    X2,
+    "default",
+    "m1",
+    "Accepted",
+    "False",
+    "ModelNameInUse",
+    "modelName llama is used by m0",
+    1,
+)
+
+
 async def test_kubernetes_writer_patches_status_once(fake: FakeKubeApi) -> None:
     api = fake.api_client()
     try:
-        writer = KubernetesStatusWriter(api)
+        writer = KubernetesConditionWriter(api)
         path = f"/apis/{X2}/namespaces/default/inferencemodels/m1/status"
-        await writer.set_condition(
-            "InferenceModel",
-            X2,
-            "default",
-            "m1",
-            "Accepted",
-            "False",
-            "ModelNameInUse",
-            "modelName llama is used by m0",
-            1,
-        )
+        await writer.set_condition(NAME_IN_USE)
         stored = fake.get(X2, "inferencemodels", "default", "m1")
         [condition] = stored["status"]["conditions"]
         assert (condition["type"], condition["status"], condition["reason"]) == (
@@ -111,34 +120,16 @@ async def test_kubernetes_writer_patches_status_once(fake: FakeKubeApi) -> None:
             "ModelNameInUse",
         )
         assert fake.count("PATCH", path) == 1
-        await writer.set_condition(
-            "InferenceModel",
-            X2,
-            "default",
-            "m1",
-            "Accepted",
-            "False",
-            "ModelNameInUse",
-            "modelName llama is used by m0",
-            1,
-        )
+        await writer.set_condition(NAME_IN_USE)
         assert fake.count("PATCH", path) == 1  # nothing changed: no write
         # A fresh writer (e.g. after a restart) reads the object and still writes nothing.
-        await KubernetesStatusWriter(api).set_condition(
-            "InferenceModel",
-            X2,
-            "default",
-            "m1",
-            "Accepted",
-            "False",
-            "ModelNameInUse",
-            "modelName llama is used by m0",
-            1,
-        )
+        await KubernetesConditionWriter(api).set_condition(NAME_IN_USE)
         assert fake.count("PATCH", path) == 1
 
         await writer.set_condition(
-            "InferencePool", X2, "default", "pool", "Accepted", "True", "Accepted", "", 1, parent=GW
+            ConditionUpdate(
+                "InferencePool", X2, "default", "pool", "Accepted", "True", "Accepted", "", 1, parent=GW
+            )
         )
         pool = fake.get(X2, "inferencepools", "default", "pool")
         assert pool["status"]["parent"][0]["parentRef"] == GW.as_dict()
@@ -150,8 +141,8 @@ async def test_kubernetes_writer_patches_status_once(fake: FakeKubeApi) -> None:
 async def test_kubernetes_writer_ignores_deleted_objects(fake: FakeKubeApi) -> None:
     api = fake.api_client()
     try:
-        await KubernetesStatusWriter(api).set_condition(
-            "InferenceModel", X2, "default", "gone", "Accepted", "True", "Accepted", "", 1
+        await KubernetesConditionWriter(api).set_condition(
+            ConditionUpdate("InferenceModel", X2, "default", "gone", "Accepted", "True", "Accepted", "", 1)
         )
         assert fake.count("PATCH", f"/apis/{X2}/namespaces/default/inferencemodels/gone/status") == 0
     finally:
@@ -159,16 +150,18 @@ async def test_kubernetes_writer_ignores_deleted_objects(fake: FakeKubeApi) -> N
 
 
 async def test_log_writer_logs_each_change_once() -> None:
-    writer = LogStatusWriter()
+    writer = LogConditionWriter()
     with structlog.testing.capture_logs() as logs:
         await writer.set_condition(
-            "InferenceModel", X2, "default", "m1", "Accepted", "True", "Accepted", "", 1
+            ConditionUpdate("InferenceModel", X2, "default", "m1", "Accepted", "True", "Accepted", "", 1)
         )
         await writer.set_condition(
-            "InferenceModel", X2, "default", "m1", "Accepted", "True", "Accepted", "", 1
+            ConditionUpdate("InferenceModel", X2, "default", "m1", "Accepted", "True", "Accepted", "", 1)
         )
         await writer.set_condition(
-            "InferenceModel", X2, "default", "m1", "Accepted", "False", "ModelNameInUse", "", 1
+            ConditionUpdate(
+                "InferenceModel", X2, "default", "m1", "Accepted", "False", "ModelNameInUse", "", 1
+            )
         )
     assert [(e["object"], e["status"], e["log_level"]) for e in logs] == [
         ("InferenceModel default/m1", "True", "info"),

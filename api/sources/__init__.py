@@ -19,10 +19,11 @@ from api.sources.kubernetes import (
 )
 from api.sources.pods import parse_pod
 from api.sources.status import (
-    KubernetesStatusWriter,
-    LogStatusWriter,
+    ConditionUpdate,
+    ConditionWriter,
+    KubernetesConditionWriter,
+    LogConditionWriter,
     ParentRef,
-    StatusWriter,
     with_condition,
 )
 from api.sources.store import ObjectKey, ObjectStore, Snapshot, key_of
@@ -60,18 +61,19 @@ __all__ = [
     "POD_KIND",
     "POOL_KINDS",
     "SERVICE_KIND",
+    "ConditionUpdate",
+    "ConditionWriter",
     "FileSource",
     "KindSpec",
     "KubeApiError",
+    "KubernetesConditionWriter",
     "KubernetesSource",
-    "KubernetesStatusWriter",
-    "LogStatusWriter",
+    "LogConditionWriter",
     "ObjectKey",
     "ObjectStore",
     "ParentRef",
     "Snapshot",
     "Source",
-    "StatusWriter",
     "key_of",
     "parse_pod",
     "with_condition",

@@ -51,67 +51,72 @@ class ParentRef:
         )
 
 
-class StatusWriter(Protocol):
-    async def set_condition(
-        self,
-        kind: str,
-        api_version: str,
-        namespace: str,
-        name: str,
-        type: str,
-        status: str,
-        reason: str,
-        message: str,
-        observed_generation: int,
-        parent: ParentRef | None = None,
-    ) -> None:
-        """Record one condition on an object; a no-op when it already says exactly this."""
-        ...
-
-
 _CacheKey = tuple[str, str, str, str, str, ParentRef | None]
 _CacheValue = tuple[str, str, str, int]
 
 
-class LogStatusWriter:
+@dataclass(frozen=True)
+class ConditionUpdate:
+    """One status condition for one object (and, for v1alpha2/v1 pools, one parent Gateway)."""
+
+    kind: str
+    api_version: str
+    namespace: str
+    name: str
+    type: str
+    status: str
+    reason: str
+    message: str
+    observed_generation: int
+    parent: ParentRef | None = None
+
+    @property
+    def key(self) -> _CacheKey:
+        """Which condition this is (writers keep the last value written per key)."""
+        return (self.api_version, self.kind, self.namespace, self.name, self.type, self.parent)
+
+    @property
+    def value(self) -> _CacheValue:
+        return (self.status, self.reason, self.message, self.observed_generation)
+
+    @property
+    def object(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+class ConditionWriter(Protocol):
+    """Where conditions go: the objects' status subresource, or the log."""
+
+    async def set_condition(self, update: ConditionUpdate) -> None:
+        """Record one condition on an object; a no-op when it already says exactly this."""
+        ...
+
+
+class LogConditionWriter:
     """Local mode: conditions go to the structured log, once per change."""
 
     def __init__(self) -> None:
         self._last: dict[_CacheKey, _CacheValue] = {}
 
-    async def set_condition(
-        self,
-        kind: str,
-        api_version: str,
-        namespace: str,
-        name: str,
-        type: str,
-        status: str,
-        reason: str,
-        message: str,
-        observed_generation: int,
-        parent: ParentRef | None = None,
-    ) -> None:
-        key = (api_version, kind, namespace, name, type, parent)
-        value = (status, reason, message, observed_generation)
-        if self._last.get(key) == value:
+    async def set_condition(self, update: ConditionUpdate) -> None:
+        if self._last.get(update.key) == update.value:
             return
-        self._last[key] = value
-        level = log.info if status == "True" else log.warning
+        self._last[update.key] = update.value
+        level = log.info if update.status == "True" else log.warning
         level(
             "condition",
-            object=f"{kind} {namespace}/{name}",
-            api_version=api_version,
-            type=type,
-            status=status,
-            reason=reason,
-            message=message,
-            observed_generation=observed_generation,
-            parent=parent.as_dict() if parent else None,
+            object=update.object,
+            api_version=update.api_version,
+            type=update.type,
+            status=update.status,
+            reason=update.reason,
+            message=update.message,
+            observed_generation=update.observed_generation,
+            parent=update.parent.as_dict() if update.parent else None,
         )
 
 
-class KubernetesStatusWriter:
+class KubernetesConditionWriter:
     """Merge-patches the status subresource (read-modify-write guarded by resourceVersion)."""
 
     def __init__(
@@ -123,37 +128,31 @@ class KubernetesStatusWriter:
         self._last: dict[_CacheKey, _CacheValue] = {}
         self._lock = asyncio.Lock()
 
-    async def set_condition(
-        self,
-        kind: str,
-        api_version: str,
-        namespace: str,
-        name: str,
-        type: str,
-        status: str,
-        reason: str,
-        message: str,
-        observed_generation: int,
-        parent: ParentRef | None = None,
-    ) -> None:
-        key = (api_version, kind, namespace, name, type, parent)
-        value = (status, reason, message, observed_generation)
-        if self._last.get(key) == value:
+    async def set_condition(self, update: ConditionUpdate) -> None:
+        if self._last.get(update.key) == update.value:
             return
         condition = {
-            "type": type,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "observedGeneration": observed_generation,
+            "type": update.type,
+            "status": update.status,
+            "reason": update.reason,
+            "message": update.message,
+            "observedGeneration": update.observed_generation,
         }
         async with self._lock:
             try:
-                await asyncio.to_thread(self._write, kind, api_version, namespace, name, condition, parent)
+                await asyncio.to_thread(
+                    self._write,
+                    update.kind,
+                    update.api_version,
+                    update.namespace,
+                    update.name,
+                    condition,
+                    update.parent,
+                )
             except KubeApiError as exc:
-                log.warning("status write failed", object=f"{kind} {namespace}/{name}", error=str(exc))
+                log.warning("status write failed", object=update.object, error=str(exc))
                 return
-            self._last[key] = value
+            self._last[update.key] = update.value
 
     def _write(
         self,
@@ -213,7 +212,7 @@ def with_condition(
     """`status` with `condition` set where this kind/version keeps it; None if nothing would change.
 
     Pools of v1alpha2 keep conditions per parent in `status.parent`, v1 pools in `status.parents`
-    (gie.md §1.3/§1.4); v1alpha1 pools and models in `status.conditions`.
+    (docs/envoy-gateway.md, "Where status conditions go"); v1alpha1 pools and models in `status.conditions`.
     """
     out = copy.deepcopy(dict(status))
     if kind == "InferencePool" and api_version in (V1ALPHA2, V1):

@@ -9,13 +9,13 @@ from typing import Any
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.route.v3.route_components_pb2 import Route
 
-from api.contract import CompileMetadataKey, CompileRole, MetadataKey
+from api.contract import MetadataKey, Role
 from api.model import POOL_API_VERSIONS
+from api.parse import KIND_POOL
 from extserver.compile import metadata, naming
 from extserver.compile.cache import CompileCache, plan_of
 from extserver.compile.clusters import mark_backend_cluster
 from extserver.compile.inputs import CompileInputs, CompileOptions
-from extserver.compile.plan import KIND_POOL
 from extserver.compile.routes import apply_pool_settings, catch_all_metadata
 
 
@@ -43,11 +43,11 @@ def find_pool_reference(resources: Sequence[Mapping[str, Any]]) -> PoolReference
 def _identity(ref: PoolReference, eg_name: str) -> dict[str, object]:
     # A pool we do not know (yet): mark it anyway so the Translation hook can report it.
     return {
-        MetadataKey.ROLE: CompileRole.BACKEND_REF,
+        MetadataKey.ROLE: Role.BACKEND_REF,
         MetadataKey.POOL_NAMESPACE: ref.namespace,
         MetadataKey.POOL_NAME: ref.name,
         MetadataKey.SOURCE: naming.source(KIND_POOL, ref.namespace, ref.name),
-        CompileMetadataKey.EG_ROUTE: eg_name,
+        MetadataKey.EG_ROUTE: eg_name,
     }
 
 
@@ -67,7 +67,7 @@ def patch_cluster(
         result = Cluster()
         result.CopyFrom(cluster)
         values = _identity(ref, cluster.name)
-        del values[CompileMetadataKey.EG_ROUTE]
+        del values[MetadataKey.EG_ROUTE]
         metadata.set_ours(result.metadata, values)
     else:
         result = mark_backend_cluster(cluster, pool, options)
@@ -93,7 +93,7 @@ def patch_route(
     if pool is None:
         metadata.set_ours(result.metadata, _identity(ref, route.name))
     else:
-        values = catch_all_metadata(pool, CompileRole.BACKEND_REF, eg_route=route.name)
+        values = catch_all_metadata(pool, Role.BACKEND_REF, eg_route=route.name)
         metadata.set_ours(result.metadata, values)
         apply_pool_settings(result, pool, options)
     return None if result == route else result

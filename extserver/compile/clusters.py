@@ -18,7 +18,7 @@ from envoy.extensions.load_balancing_policies.override_host.v3.override_host_pb2
 from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpProtocolOptions
 
 from api import contract
-from api.contract import CompileMetadataKey, MetadataKey, Role
+from api.contract import MetadataKey, Role
 from extserver.compile import metadata
 from extserver.compile.inputs import CompileOptions
 from extserver.compile.plan import ModelPlan, PoolPlan, TargetPlan
@@ -101,7 +101,7 @@ def _pool_metadata(pool: PoolPlan, role: str) -> dict[str, object]:
         MetadataKey.ROLE: role,
         MetadataKey.POOL_NAMESPACE: pool.namespace,
         MetadataKey.POOL_NAME: pool.name,
-        CompileMetadataKey.POOL_API_VERSION: pool.api_version,
+        MetadataKey.POOL_API_VERSION: pool.api_version,
     }
 
 
@@ -130,7 +130,7 @@ def build_target_cluster(
     # Written field by field (not through a dict): this runs for every target of every pool.
     fields = metadata.ours_struct(cluster.metadata).fields
     fields[MetadataKey.TARGET_MODEL].string_value = target.model
-    entries = fields[CompileMetadataKey.MODELS].list_value
+    entries = fields[MetadataKey.MODELS].list_value
     entries.Clear()
     entries.SetInParent()
     for model, used in users:
@@ -209,7 +209,7 @@ def mark_backend_cluster(cluster: Cluster, pool: PoolPlan, options: CompileOptio
     """EG's cluster for a pool backendRef, made the pool catch-all (EG's name kept: its route uses it)."""
     marked = build_catch_all_cluster(pool, options, name=cluster.name)
     values = metadata.ours(marked.metadata) or {}
-    values[MetadataKey.ROLE] = contract.CompileRole.BACKEND_REF
+    values[MetadataKey.ROLE] = contract.Role.BACKEND_REF
     metadata.set_ours(marked.metadata, values)
     # EG's own metadata (its source objects) stays for config_dump readers.
     for namespace, struct in cluster.metadata.filter_metadata.items():

@@ -1,8 +1,8 @@
-"""Listeners: find a Gateway's listener for a port, its route configs, and put our filters into its HCMs."""
+"""Listeners: their ports and route configurations, and putting our filters into their HCMs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 from envoy.config.listener.v3.listener_components_pb2 import Filter
 from envoy.config.listener.v3.listener_pb2 import Listener
@@ -10,7 +10,6 @@ from envoy.extensions.filters.network.http_connection_manager.v3.http_connection
     HttpConnectionManager,
 )
 
-from api.model import AttachTo
 from extserver.compile import access_log, naming
 from extserver.compile.filters.order import inference_filters, is_ours, place_filters
 from extserver.compile.inputs import CompileOptions
@@ -45,19 +44,6 @@ def listener_port(listener: Listener) -> int | None:
     if listener.address.HasField("socket_address"):
         return int(listener.address.socket_address.port_value)
     return None
-
-
-def find_gateway_listeners(listeners: Sequence[Listener], attach: AttachTo) -> list[int]:
-    """Indexes of the listeners of THAT Gateway on that port: name prefix and port, never port alone."""
-    prefix = naming.eg_listener_prefix(attach.gateway_namespace, attach.gateway_name)
-    port = naming.eg_container_port(attach.port)
-    return [
-        i
-        for i, listener in enumerate(listeners)
-        if listener.name.startswith(prefix)
-        and listener_port(listener) == port
-        and route_config_names(listener)
-    ]
 
 
 def strip_our_filters(listener: Listener) -> None:

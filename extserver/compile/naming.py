@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from api.contract import EG_PORT_SHIFT, EG_PRIVILEGED_PORT_LIMIT, EdsResource
+from api.contract import EdsResource
+from extserver.eg import facts as eg
 
 _PREFIX = "inference"
 
@@ -12,8 +13,8 @@ JSON_TO_METADATA_FILTER = "envoy.filters.http.json_to_metadata/inference"
 LUA_FILTER = "envoy.filters.http.lua/inference"
 USAGE_FILTER = "envoy.filters.http.lua/inference-usage"
 EXT_PROC_FILTER_PREFIX = "envoy.filters.http.ext_proc/inference/"
-ROUTER_FILTER = "envoy.filters.http.router"
-HCM_FILTER = "envoy.filters.network.http_connection_manager"
+ROUTER_FILTER = eg.ROUTER_FILTER
+HCM_FILTER = eg.HCM_FILTER
 # Our HCM access logs (one per picker cluster); EG's own access logs never carry this prefix.
 ACCESS_LOG_PREFIX = "envoy.access_loggers.http_grpc/inference/"
 
@@ -61,16 +62,6 @@ def pool_virtual_host(namespace: str, pool: str) -> str:
 
 def eds_resource(namespace: str, pool: str, target_model: str | None = None) -> str:
     return EdsResource(namespace, pool, target_model).name
-
-
-def eg_listener_prefix(gateway_namespace: str, gateway_name: str) -> str:
-    """EG names a Gateway's listeners `<ns>/<gateway>/<listener>`."""
-    return f"{gateway_namespace}/{gateway_name}/"
-
-
-def eg_container_port(gateway_port: int) -> int:
-    """EG shifts privileged Gateway ports so Envoy can bind them unprivileged (80 -> 10080)."""
-    return gateway_port + EG_PORT_SHIFT if gateway_port < EG_PRIVILEGED_PORT_LIMIT else gateway_port
 
 
 def source(kind: str, namespace: str, name: str) -> str:

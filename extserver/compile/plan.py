@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from api.contract import picker_service_host
 from api.model import GROUP_X, AttachTo, FailureMode, InferenceModel, InferencePool
+from api.parse import KIND_MODEL, KIND_POOL
 from extserver.compile import naming
 from extserver.compile.inputs import CompileInputs, Condition, Problem, Reason
 
-KIND_POOL = "InferencePool"
-KIND_MODEL = "InferenceModel"
 _POOL_REF_GROUPS = (GROUP_X, "inference.networking.k8s.io")
 _RESERVED_TARGETS = ("picker",)  # would collide with the picker cluster's name
 
@@ -220,68 +219,59 @@ def build_plan(inputs: CompileInputs) -> Plan:
     accepted: dict[tuple[str, str], list[ModelPlan]] = {key: [] for key in pools}
     owners: dict[tuple[str, str, str], InferenceModel] = {}
     for model in sorted(inputs.models, key=_age_key):
-        ref = model.pool_ref
-        pool_key = (model.meta.namespace, ref.name)
-        if ref.kind != KIND_POOL or ref.group not in _POOL_REF_GROUPS:
-            problems.append(
-                _problem(
-                    model,
-                    KIND_MODEL,
-                    Condition.ACCEPTED,
-                    Reason.UNSUPPORTED_POOL_REF,
-                    f"spec.poolRef: {ref.group}/{ref.kind} is not an InferencePool",
-                )
-            )
+        refusal = _model_refusal(model, pools, invalid_pools, owners)
+        if refusal is not None:
+            problems.append(refusal)
             continue
-        if pool_key in invalid_pools:
-            problems.append(
-                _problem(
-                    model,
-                    KIND_MODEL,
-                    Condition.ACCEPTED,
-                    Reason.POOL_INVALID,
-                    f"spec.poolRef: InferencePool {pool_key[0]}/{ref.name} is not valid",
-                )
-            )
-            continue
-        pool_plan = pools.get(pool_key)
-        if pool_plan is None:
-            problems.append(
-                _problem(
-                    model,
-                    KIND_MODEL,
-                    Condition.ACCEPTED,
-                    Reason.POOL_NOT_FOUND,
-                    f"spec.poolRef: InferencePool {pool_key[0]}/{ref.name} not found",
-                )
-            )
-            continue
-        issue = _model_problem(model)
-        if issue is not None:
-            problems.append(issue)
-            continue
-        owner_key = (*pool_key, model.model_name)
-        owner = owners.get(owner_key)
-        if owner is not None:
-            problems.append(
-                _problem(
-                    model,
-                    KIND_MODEL,
-                    Condition.ACCEPTED,
-                    Reason.MODEL_NAME_IN_USE,
-                    f"spec.modelName {model.model_name!r} is already served in pool {ref.name} by the older "
-                    f"InferenceModel {owner.meta.namespace}/{owner.meta.name}",
-                )
-            )
-            continue
-        owners[owner_key] = model
-        accepted[pool_key].append(_plan_model(model, pool_plan))
+        pool_key = (model.meta.namespace, model.pool_ref.name)
+        owners[(*pool_key, model.model_name)] = model
+        accepted[pool_key].append(_plan_model(model, pools[pool_key]))
 
     planned = tuple(
         _with_models(pools[key], sorted(accepted[key], key=lambda m: (m.model_name, m.name)))
         for key in sorted(pools)
     )
     return Plan(pools=planned, problems=tuple(sorted(problems, key=_problem_key)))
+
+
+def _model_refusal(
+    model: InferenceModel,
+    pools: Mapping[tuple[str, str], PoolPlan],
+    invalid_pools: set[tuple[str, str]],
+    owners: Mapping[tuple[str, str, str], InferenceModel],
+) -> Problem | None:
+    """Why the model cannot be served (the first reason found), or None: its pool reference, then the
+    model itself, then an older model of the same name in that pool (`owners`)."""
+    ref = model.pool_ref
+    pool_key = (model.meta.namespace, ref.name)
+    if ref.kind != KIND_POOL or ref.group not in _POOL_REF_GROUPS:
+        reason, message = (
+            Reason.UNSUPPORTED_POOL_REF,
+            f"spec.poolRef: {ref.group}/{ref.kind} is not an InferencePool",
+        )
+    elif pool_key in invalid_pools:
+        reason, message = (
+            Reason.POOL_INVALID,
+            f"spec.poolRef: InferencePool {pool_key[0]}/{ref.name} is not valid",
+        )
+    elif pool_key not in pools:
+        reason, message = (
+            Reason.POOL_NOT_FOUND,
+            f"spec.poolRef: InferencePool {pool_key[0]}/{ref.name} not found",
+        )
+    else:
+        issue = _model_problem(model)
+        if issue is not None:
+            return issue
+        owner = owners.get((*pool_key, model.model_name))
+        if owner is None:
+            return None
+        reason = Reason.MODEL_NAME_IN_USE
+        message = (
+            f"spec.modelName {model.model_name!r} is already served in pool {ref.name} by the older "
+            f"InferenceModel {owner.meta.namespace}/{owner.meta.name}"
+        )
+    return _problem(model, KIND_MODEL, Condition.ACCEPTED, reason, message)
 
 
 def _with_models(pool: PoolPlan, models: Iterable[ModelPlan]) -> PoolPlan:

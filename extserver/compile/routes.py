@@ -10,7 +10,7 @@ from envoy.config.route.v3.route_components_pb2 import Route, RouteMatch
 from envoy.type.matcher.v3.metadata_pb2 import MetadataMatcher
 
 from api import contract
-from api.contract import CompileMetadataKey, MetadataKey, Role
+from api.contract import MetadataKey, Role
 from extserver.compile import metadata, naming
 from extserver.compile.filters import ext_proc, lua, usage
 from extserver.compile.inputs import CompileOptions
@@ -22,13 +22,8 @@ ROUTE_TIMEOUT_SECONDS = 300
 MODELS_LIST_PATH = "/v1/models"
 
 
-def model_matcher(model_name: str) -> MetadataMatcher:
-    matcher = MetadataMatcher()
-    _fill_model_matcher(matcher, model_name)
-    return matcher
-
-
 def _fill_model_matcher(matcher: MetadataMatcher, model_name: str) -> None:
+    """Match the body's `model` (dynamic metadata from the json_to_metadata filter) exactly."""
     matcher.filter = contract.BODY_METADATA_NAMESPACE
     matcher.path.add().key = contract.BODY_MODEL_KEY
     matcher.value.string_match.exact = model_name
@@ -133,14 +128,14 @@ def build_model_route(
     fields[MetadataKey.MODEL_NAME].string_value = model.model_name
     fields[MetadataKey.CRITICALITY].string_value = model.criticality
     fields[MetadataKey.SOURCE].string_value = model.source
-    entries = fields[CompileMetadataKey.TARGETS].list_value
+    entries = fields[MetadataKey.TARGETS].list_value
     entries.Clear()
     entries.SetInParent()
     for t in model.targets:
         target_fields = entries.values.add().struct_value.fields
         target_fields[MetadataKey.TARGET_MODEL].string_value = t.model
         target_fields[MetadataKey.WEIGHT].number_value = t.weight
-        target_fields[CompileMetadataKey.CLUSTER].string_value = t.cluster
+        target_fields[MetadataKey.CLUSTER].string_value = t.cluster
     return route
 
 
@@ -152,7 +147,7 @@ def catch_all_metadata(pool: PoolPlan, role: str, eg_route: str | None = None) -
         MetadataKey.SOURCE: pool.source,
     }
     if eg_route is not None:
-        values[CompileMetadataKey.EG_ROUTE] = eg_route
+        values[MetadataKey.EG_ROUTE] = eg_route
     return values
 
 

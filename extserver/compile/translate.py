@@ -12,9 +12,10 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_components_pb2 import Route, RouteMatch, VirtualHost
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
-from api.contract import CompileMetadataKey, CompileRole, MetadataKey, Role
-from api.model import AttachTo
+from api.contract import MetadataKey, Role
+from api.parse import KIND_POOL
 from extserver.compile import metadata, naming
+from extserver.compile.attach import AttachAssignment, assign_attach_to, virtual_host_gateways
 from extserver.compile.cache import CompileCache, cached, plan_of
 from extserver.compile.clusters import build_pool_clusters, mark_backend_cluster
 from extserver.compile.inputs import (
@@ -25,14 +26,8 @@ from extserver.compile.inputs import (
     Reason,
     TranslationOutput,
 )
-from extserver.compile.listeners import (
-    find_gateway_listeners,
-    listener_port,
-    patch_listener_for_pools,
-    route_config_names,
-    strip_our_filters,
-)
-from extserver.compile.plan import KIND_POOL, Plan, PoolPlan
+from extserver.compile.listeners import patch_listener_for_pools, route_config_names, strip_our_filters
+from extserver.compile.plan import Plan, PoolPlan
 from extserver.compile.routes import (
     apply_pool_settings,
     build_catch_all_route,
@@ -44,26 +39,20 @@ from extserver.compile.routes import (
 
 # Roles of resources we generate (removed and rebuilt on every pass); backend-ref ones are EG's, marked.
 _GENERATED_ROLES = frozenset(
-    {Role.TARGET, Role.CATCH_ALL, Role.PICKER, Role.MODEL_ROUTE, Role.MODELS_LIST, CompileRole.VIRTUAL_HOST}
+    {Role.TARGET, Role.CATCH_ALL, Role.PICKER, Role.MODEL_ROUTE, Role.MODELS_LIST, Role.VIRTUAL_HOST}
 )
-# EG's metadata namespace on its resources (a list of source objects under "resources").
-EG_METADATA_NAMESPACE = "envoy-gateway"
 # Envoy refuses direct-response bodies above this unless the route config raises it.
 _DEFAULT_DIRECT_RESPONSE_LIMIT = 4096
 
 
 @dataclass
-class _Usage:
-    """Which pools this translation serves, and where."""
+class _BackendUse:
+    """What expanding EG's routes to pools (HTTPRoute backendRefs) found."""
 
-    attach: dict[str, list[PoolPlan]] = field(default_factory=dict)  # route config -> attach-to pools
-    backend: dict[str, list[PoolPlan]] = field(default_factory=dict)  # route config -> backendRef pools
-    attached_pools: dict[tuple[str, str], PoolPlan] = field(default_factory=dict)
-    backend_pools: dict[tuple[str, str], PoolPlan] = field(default_factory=dict)
+    route_configs: dict[str, list[PoolPlan]] = field(default_factory=dict)  # route config -> pools
+    pools: dict[tuple[str, str], PoolPlan] = field(default_factory=dict)
     gateways: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # pool -> "ns/name" Gateways
-
-    def add_gateway(self, pool: tuple[str, str], gateway: str) -> None:
-        self.gateways.setdefault(pool, set()).add(gateway)
+    problems: list[Problem] = field(default_factory=list)
 
 
 _Message = TypeVar("_Message", Cluster, Listener, RouteConfiguration, Route, VirtualHost)
@@ -81,125 +70,6 @@ def _copy_all(items: Sequence[_Message]) -> list[_Message]:
 
 def _is_generated(role: str | None) -> bool:
     return role in _GENERATED_ROLES
-
-
-def _assign_attach_to(
-    plan: Plan,
-    listeners: list[Listener],
-    routes: Sequence[RouteConfiguration],
-    usage: _Usage,
-    problems: list[Problem],
-) -> None:
-    """Each attach-to pool to its Gateway listener; one pool per listener, the oldest."""
-    owner: dict[str, PoolPlan] = {}
-    for pool in sorted(plan.pools, key=lambda p: (p.created or "~", p.namespace, p.name)):
-        if pool.attach_to is None:
-            continue
-        found = find_gateway_listeners(listeners, pool.attach_to)
-        if not found:
-            missing = _missing_listener_problem(pool, pool.attach_to, listeners, routes)
-            if missing is not None:
-                problems.append(missing)
-                usage.add_gateway(pool.key, _gateway_key(pool.attach_to))
-            continue
-        usage.add_gateway(pool.key, _gateway_key(pool.attach_to))
-        for index in found:
-            for rc_name in route_config_names(listeners[index]):
-                holder = owner.get(rc_name)
-                if holder is not None:
-                    problems.append(
-                        Problem(
-                            KIND_POOL,
-                            pool.namespace,
-                            pool.name,
-                            Condition.ACCEPTED,
-                            Reason.LISTENER_IN_USE,
-                            f"listener {listeners[index].name} already serves the older InferencePool "
-                            f"{holder.namespace}/{holder.name}",
-                        )
-                    )
-                    continue
-                owner[rc_name] = pool
-                usage.attach.setdefault(rc_name, []).append(pool)
-                usage.attached_pools[pool.key] = pool
-
-
-def _gateway_key(attach: AttachTo) -> str:
-    return f"{attach.gateway_namespace}/{attach.gateway_name}"
-
-
-def _missing_listener_problem(
-    pool: PoolPlan, attach: AttachTo, listeners: Sequence[Listener], routes: Sequence[RouteConfiguration]
-) -> Problem | None:
-    """Why an attach-to pool found no listener, when this translation is about its Gateway; else None.
-
-    EG translates each Gateway on its own (one call per Gateway): a Gateway absent from this call is
-    served by another call, and says nothing here.
-    """
-    prefix = naming.eg_listener_prefix(attach.gateway_namespace, attach.gateway_name)
-    port = naming.eg_container_port(attach.port)
-    gateway = _gateway_key(attach)
-    # With EG's mergeGateways, one Envoy listener per port carries every Gateway of the class and is
-    # named after the first; the other Gateways show up only in its virtual hosts (EG metadata). A catch-all
-    # there would take over the other Gateways' traffic on that port, so the pool is refused instead.
-    merged_into = sorted(
-        {
-            lis.name
-            for lis in listeners
-            if listener_port(lis) == port
-            for rc in routes
-            if rc.name in route_config_names(lis)
-            and any(gateway in _vhost_gateways(vh, []) for vh in rc.virtual_hosts)
-        }
-    )
-    if merged_into:
-        return Problem(
-            KIND_POOL,
-            pool.namespace,
-            pool.name,
-            Condition.ACCEPTED,
-            Reason.MERGED_GATEWAY,
-            f"Gateway {_gateway_key(attach)} shares Envoy listener {merged_into[0]} with other Gateways "
-            "(EnvoyProxy mergeGateways): attaching a pool to a whole listener is not supported there; "
-            "route to the pool with an HTTPRoute backendRef instead",
-        )
-    own = [lis for lis in listeners if lis.name.startswith(prefix)]
-    if own:
-        ports = sorted({p for p in (listener_port(lis) for lis in own) if p is not None})
-        return Problem(
-            KIND_POOL,
-            pool.namespace,
-            pool.name,
-            Condition.ACCEPTED,
-            Reason.NO_MATCHING_LISTENER,
-            f"Gateway {_gateway_key(attach)} has no HTTP listener on port {attach.port} "
-            f"(Envoy port {port}; its listeners use {ports})",
-        )
-    return None
-
-
-def _vhost_gateways(vhost: VirtualHost, listeners_of_rc: Sequence[Listener]) -> set[str]:
-    """Gateways ("ns/name") a virtual host serves: EG's metadata on it names its Gateway (any naming
-    scheme, merged Gateways too); else the `<ns>/<gw>/` prefix of the listeners using its route config."""
-    named = _eg_metadata_gateways(vhost)
-    if named:
-        return named
-    return {"/".join(lis.name.split("/")[:2]) for lis in listeners_of_rc if lis.name.count("/") >= 2}
-
-
-def _eg_metadata_gateways(vhost: VirtualHost) -> set[str]:
-    if EG_METADATA_NAMESPACE not in vhost.metadata.filter_metadata:
-        return set()
-    resources = vhost.metadata.filter_metadata[EG_METADATA_NAMESPACE].fields.get("resources")
-    if resources is None:
-        return set()
-    out = set()
-    for item in resources.list_value.values:
-        fields = item.struct_value.fields
-        if "kind" in fields and fields["kind"].string_value == "Gateway" and "name" in fields:
-            namespace = fields["namespace"].string_value if "namespace" in fields else ""
-            out.add(f"{namespace}/{fields['name'].string_value}")
-    return out
 
 
 def _strip_generated_routes(route_config: RouteConfiguration) -> None:
@@ -243,7 +113,7 @@ def _attach_routes(
     wildcard = next((vh for vh in route_config.virtual_hosts if "*" in vh.domains), None)
     if wildcard is None:
         vhost = VirtualHost(name=naming.pool_virtual_host(pool.namespace, pool.name), domains=["*"])
-        metadata.set_ours(vhost.metadata, catch_all_metadata(pool, CompileRole.VIRTUAL_HOST))
+        metadata.set_ours(vhost.metadata, catch_all_metadata(pool, Role.VIRTUAL_HOST))
         vhost.routes.extend(routes)
         route_config.virtual_hosts.append(vhost)
     else:
@@ -261,8 +131,7 @@ def _expand_backend_routes(
     route_config: RouteConfiguration,
     plan: Plan,
     options: CompileOptions,
-    usage: _Usage,
-    problems: list[Problem],
+    use: _BackendUse,
     cache: CompileCache | None,
     listeners_of_rc: Sequence[Listener],
 ) -> None:
@@ -271,16 +140,16 @@ def _expand_backend_routes(
         expanded: list[Route] = []
         changed = False
         for route in _copy_all(list(vhost.routes)):
-            if metadata.role(route.metadata) != CompileRole.BACKEND_REF:
+            if metadata.role(route.metadata) != Role.BACKEND_REF:
                 expanded.append(route)
                 continue
             ns = str(metadata.string_field(route.metadata, MetadataKey.POOL_NAMESPACE))
             name = str(metadata.string_field(route.metadata, MetadataKey.POOL_NAME))
-            for gateway in _vhost_gateways(vhost, listeners_of_rc):
-                usage.add_gateway((ns, name), gateway)
+            for gateway in virtual_host_gateways(vhost, listeners_of_rc):
+                use.gateways.setdefault((ns, name), set()).add(gateway)
             pool = plan.pool(ns, name)
             if pool is None:
-                problems.append(
+                use.problems.append(
                     Problem(
                         KIND_POOL,
                         ns,
@@ -294,8 +163,8 @@ def _expand_backend_routes(
                 expanded.append(route)
                 continue
             changed = True
-            usage.backend.setdefault(route_config.name, []).append(pool)
-            usage.backend_pools[pool.key] = pool
+            use.route_configs.setdefault(route_config.name, []).append(pool)
+            use.pools[pool.key] = pool
             key = ("backend-routes", pool, options, route.SerializeToString(deterministic=True))
             expanded.extend(cached(cache, key, partial(_backend_pool_routes, route, pool, options)))
         if changed:
@@ -307,10 +176,10 @@ def _expand_backend_routes(
 def _backend_pool_routes(route: Route, pool: PoolPlan, options: CompileOptions) -> list[Route]:
     """EG's route to a pool becomes: GET /v1/models (on a "/" prefix), one route per model, the catch-all."""
     values = metadata.ours(route.metadata) or {}
-    eg_route = str(values.get(CompileMetadataKey.EG_ROUTE) or route.name)
+    eg_route = str(values.get(MetadataKey.EG_ROUTE) or route.name)
     catch_all = Route()
     catch_all.CopyFrom(route)
-    metadata.set_ours(catch_all.metadata, catch_all_metadata(pool, CompileRole.BACKEND_REF, eg_route))
+    metadata.set_ours(catch_all.metadata, catch_all_metadata(pool, Role.BACKEND_REF, eg_route))
     apply_pool_settings(catch_all, pool, options)
     routes = []
     if route.match.prefix == "/" and not route.match.headers and not route.match.query_parameters:
@@ -335,7 +204,7 @@ def _refresh_backend_clusters(
 ) -> list[Cluster]:
     refreshed = []
     for cluster in clusters:
-        if metadata.role(cluster.metadata) == CompileRole.BACKEND_REF:
+        if metadata.role(cluster.metadata) == Role.BACKEND_REF:
             pool = plan.pool(
                 str(metadata.string_field(cluster.metadata, MetadataKey.POOL_NAMESPACE)),
                 str(metadata.string_field(cluster.metadata, MetadataKey.POOL_NAME)),
@@ -355,65 +224,108 @@ def compile_translation(
     inputs: CompileInputs,
     options: CompileOptions,
     cache: CompileCache | None = None,
+    call_gateways: frozenset[str] = frozenset(),
 ) -> TranslationOutput:
     """Return EG's lists with our clusters, routes and filters added; a rerun on it changes nothing.
 
     `cache` (optional) reuses what earlier calls built for unchanged pools; the output is the same, but
     the clusters it built or marked are then shared with the cache: copy before changing them.
+    `call_gateways`: the Gateways ("ns/name") EG says this call is for (extserver/revisions.py), which
+    is how listeners named without their Gateway (XDSNameSchemeV2: `tcp-<port>`) are told apart.
     """
     plan = plan_of(inputs, cache)
-    problems = list(plan.problems)
     out_listeners = _copy_all(listeners)
     out_routes = _copy_all(routes)
     out_clusters = [c for c in _copy_all(clusters) if not _is_generated(metadata.role(c.metadata))]
     out_clusters = _refresh_backend_clusters(out_clusters, plan, options, cache)
-
     for listener in out_listeners:
         strip_our_filters(listener)
     for route_config in out_routes:
         _strip_generated_routes(route_config)
 
-    usage = _Usage()
-    _assign_attach_to(plan, out_listeners, out_routes, usage, problems)
-    by_name = {rc.name: rc for rc in out_routes}
-    for rc_name in sorted(usage.attach):
-        if rc_name not in by_name:
-            # EG sends no route config for a listener without routes: the pool brings its own.
-            by_name[rc_name] = RouteConfiguration(name=rc_name, ignore_port_in_host_matching=True)
-            out_routes.append(by_name[rc_name])
-        for pool in usage.attach[rc_name]:
-            _attach_routes(by_name[rc_name], pool, options, cache)
-    listeners_by_rc: dict[str, list[Listener]] = {}
-    for listener in out_listeners:
-        for rc_name in route_config_names(listener):
-            listeners_by_rc.setdefault(rc_name, []).append(listener)
-    for route_config in out_routes:
-        listeners_of_rc = listeners_by_rc.get(route_config.name, [])
-        _expand_backend_routes(route_config, plan, options, usage, problems, cache, listeners_of_rc)
-
-    pools_by_rc: dict[str, list[PoolPlan]] = {}
-    for source in (usage.attach, usage.backend):
-        for rc_name, pools in source.items():
-            merged = {p.key: p for p in pools_by_rc.get(rc_name, [])}
-            merged.update({p.key: p for p in pools})
-            pools_by_rc[rc_name] = [merged[k] for k in sorted(merged)]
+    attached = assign_attach_to(plan, out_listeners, out_routes, call_gateways)
+    out_routes.extend(_add_attach_routes(out_routes, attached, options, cache))
+    backend = _expand_all_backend_routes(out_routes, out_listeners, plan, options, cache)
+    pools_by_rc = _pools_by_route_config(attached, backend)
     for listener in out_listeners:
         patch_listener_for_pools(listener, pools_by_rc, options)
+    out_clusters = _with_pool_clusters(out_clusters, attached.pools, backend.pools, options, cache)
 
-    ours: dict[str, Cluster] = {}
-    for key in sorted(set(usage.attached_pools) | set(usage.backend_pools)):
-        pool = usage.attached_pools.get(key) or usage.backend_pools[key]
-        with_catch_all = key in usage.attached_pools
-        build = partial(build_pool_clusters, pool, options, with_catch_all)
-        for cluster in cached(cache, ("clusters", pool, options, with_catch_all), build):
-            ours[cluster.name] = cluster
-    out_clusters = [c for c in out_clusters if c.name not in ours]
-    out_clusters.extend(ours[name] for name in sorted(ours))
+    problems = [*plan.problems, *attached.problems, *backend.problems]
     unique = {(p.kind, p.namespace, p.name, p.condition_type, p.reason, p.message): p for p in problems}
+    gateways = {key: set(found) for key, found in backend.gateways.items()}
+    for key, gateway in attached.gateways:
+        gateways.setdefault(key, set()).add(gateway)
     return TranslationOutput(
         clusters=out_clusters,
         listeners=out_listeners,
         routes=out_routes,
         problems=sorted(unique.values(), key=lambda p: (p.kind, p.namespace, p.name, p.reason, p.message)),
-        pool_gateways={key: tuple(sorted(usage.gateways[key])) for key in sorted(usage.gateways)},
+        pool_gateways={key: tuple(sorted(gateways[key])) for key in sorted(gateways)},
     )
+
+
+def _add_attach_routes(
+    routes: Sequence[RouteConfiguration],
+    attached: AttachAssignment,
+    options: CompileOptions,
+    cache: CompileCache | None,
+) -> list[RouteConfiguration]:
+    """Each attach-to pool's routes into its route configurations; returns the ones it had to create
+    (EG sends no route configuration for a listener without routes: the pool brings its own)."""
+    by_name = {rc.name: rc for rc in routes}
+    created = []
+    for rc_name, pool in attached.owners:
+        if rc_name not in by_name:
+            by_name[rc_name] = RouteConfiguration(name=rc_name, ignore_port_in_host_matching=True)
+            created.append(by_name[rc_name])
+        _attach_routes(by_name[rc_name], pool, options, cache)
+    return created
+
+
+def _expand_all_backend_routes(
+    routes: Sequence[RouteConfiguration],
+    listeners: Sequence[Listener],
+    plan: Plan,
+    options: CompileOptions,
+    cache: CompileCache | None,
+) -> _BackendUse:
+    listeners_by_rc: dict[str, list[Listener]] = {}
+    for listener in listeners:
+        for rc_name in route_config_names(listener):
+            listeners_by_rc.setdefault(rc_name, []).append(listener)
+    use = _BackendUse()
+    for route_config in routes:
+        listeners_of_rc = listeners_by_rc.get(route_config.name, [])
+        _expand_backend_routes(route_config, plan, options, use, cache, listeners_of_rc)
+    return use
+
+
+def _pools_by_route_config(attached: AttachAssignment, backend: _BackendUse) -> dict[str, list[PoolPlan]]:
+    """Route configuration -> the pools it serves (attach-to and backendRef), by pool key."""
+    merged: dict[str, dict[tuple[str, str], PoolPlan]] = {}
+    for rc_name, pool in attached.owners:
+        merged.setdefault(rc_name, {})[pool.key] = pool
+    for rc_name, pools in backend.route_configs.items():
+        merged.setdefault(rc_name, {}).update({p.key: p for p in pools})
+    return {rc_name: [pools[k] for k in sorted(pools)] for rc_name, pools in merged.items()}
+
+
+def _with_pool_clusters(
+    clusters: list[Cluster],
+    attached: dict[tuple[str, str], PoolPlan],
+    backend: dict[tuple[str, str], PoolPlan],
+    options: CompileOptions,
+    cache: CompileCache | None,
+) -> list[Cluster]:
+    """EG's clusters plus each served pool's (a catch-all cluster only for attach-to pools)."""
+    ours: dict[str, Cluster] = {}
+    for key in sorted(set(attached) | set(backend)):
+        pool = attached.get(key) or backend[key]
+        with_catch_all = key in attached
+        build = partial(build_pool_clusters, pool, options, with_catch_all)
+        for cluster in cached(cache, ("clusters", pool, options, with_catch_all), build):
+            ours[cluster.name] = cluster
+    kept = [c for c in clusters if c.name not in ours]
+    kept.extend(ours[name] for name in sorted(ours))
+    return kept

@@ -4,10 +4,10 @@ from extserver.hooks.cluster import post_cluster_modify
 from extserver.hooks.context import (
     HookContext,
     KubernetesConditionReporter,
-    LogStatusWriter,
+    LogConditionReporter,
     SnapshotSource,
     StaticSnapshotSource,
-    StatusWriter,
+    StatusReporter,
 )
 from extserver.hooks.route import post_route_modify
 from extserver.hooks.status import ConditionReporter, StatusReport, condition_updates
@@ -22,11 +22,11 @@ __all__ = [
     "ConditionReporter",
     "HookContext",
     "KubernetesConditionReporter",
-    "LogStatusWriter",
+    "LogConditionReporter",
     "SnapshotSource",
     "StaticSnapshotSource",
     "StatusReport",
-    "StatusWriter",
+    "StatusReporter",
     "condition_updates",
     "post_cluster_modify",
     "post_endpoints_modify",

@@ -25,17 +25,17 @@ class SnapshotSource(Protocol):
     async def fresh_snapshot(self) -> Snapshot: ...
 
 
-class StatusWriter(Protocol):
+class StatusReporter(Protocol):
     """Receives what one translation found, to surface it as status conditions."""
 
     async def report(self, report: StatusReport) -> None: ...
 
 
-class LogStatusWriter(ConditionReporter):
+class LogConditionReporter(ConditionReporter):
     """Local mode: conditions go to the log, once per change (there is no API server to write to)."""
 
     def __init__(self) -> None:
-        super().__init__(sources_status.LogStatusWriter())
+        super().__init__(sources_status.LogConditionWriter())
 
 
 class KubernetesConditionReporter(ConditionReporter):
@@ -43,7 +43,7 @@ class KubernetesConditionReporter(ConditionReporter):
     only when they change."""
 
     def __init__(self, api: ApiClient, controller_name: str | None = None) -> None:
-        super().__init__(sources_status.KubernetesStatusWriter(api, controller_name), background=True)
+        super().__init__(sources_status.KubernetesConditionWriter(api, controller_name), background=True)
 
 
 @dataclass
@@ -60,7 +60,7 @@ class StaticSnapshotSource:
 class HookContext:
     source: SnapshotSource
     options: CompileOptions = field(default_factory=CompileOptions)
-    status: StatusWriter = field(default_factory=LogStatusWriter)
+    status: StatusReporter = field(default_factory=LogConditionReporter)
     cache: CompileCache = field(default_factory=CompileCache)
     _last: tuple[Snapshot, CompileInputs] | None = field(default=None, init=False, repr=False)
 

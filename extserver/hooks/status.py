@@ -17,11 +17,10 @@ from dataclasses import dataclass
 import structlog
 
 from api.model import V1ALPHA1, InferenceModel, InferencePool
-from api.sources.status import ParentRef
-from api.sources.status import StatusWriter as ConditionWriter
+from api.parse import KIND_MODEL, KIND_POOL
+from api.sources.status import ConditionUpdate, ConditionWriter, ParentRef
 from extserver.compile import Problem
 from extserver.compile.inputs import Condition
-from extserver.compile.plan import KIND_MODEL, KIND_POOL
 
 log = structlog.get_logger("extserver.hooks.status")
 
@@ -39,20 +38,6 @@ class StatusReport:
     models: tuple[InferenceModel, ...]
     problems: tuple[Problem, ...]
     pool_gateways: Mapping[tuple[str, str], tuple[str, ...]]
-
-
-@dataclass(frozen=True)
-class ConditionUpdate:
-    kind: str
-    api_version: str
-    namespace: str
-    name: str
-    type: str
-    status: str
-    reason: str
-    message: str
-    observed_generation: int
-    parent: ParentRef | None = None
 
 
 def _by_object(problems: Sequence[Problem]) -> dict[tuple[str, str, str], list[Problem]]:
@@ -183,21 +168,10 @@ class ConditionReporter:
     async def _write(self, report: StatusReport) -> None:
         for update in condition_updates(report):
             try:
-                await self.writer.set_condition(
-                    update.kind,
-                    update.api_version,
-                    update.namespace,
-                    update.name,
-                    update.type,
-                    update.status,
-                    update.reason,
-                    update.message,
-                    update.observed_generation,
-                    parent=update.parent,
-                )
+                await self.writer.set_condition(update)
             except Exception as exc:  # one object's failure must not stop the others' conditions
                 log.warning(
                     "status condition not written",
-                    object=f"{update.kind} {update.namespace}/{update.name}",
+                    object=update.object,
                     error=f"{type(exc).__name__}: {exc}",
                 )

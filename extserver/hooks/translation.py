@@ -7,8 +7,9 @@ import gc
 from collections.abc import Iterator
 
 from api.egextension.service_pb2 import PostTranslateModifyRequest, PostTranslateModifyResponse
+from extserver import revisions
 from extserver.compile import compile_translation
-from extserver.hooks.context import HookContext, log
+from extserver.hooks.context import HookContext, decode_resources, log
 from extserver.hooks.status import StatusReport
 
 
@@ -16,9 +17,16 @@ async def post_translate_modify(
     request: PostTranslateModifyRequest, ctx: HookContext
 ) -> PostTranslateModifyResponse:
     inputs = await ctx.inputs()
+    policies = decode_resources(request.post_translate_context.extension_resources, "Translation")
     with gc_paused():
         output = compile_translation(
-            request.clusters, request.listeners, request.routes, inputs, ctx.options, ctx.cache
+            request.clusters,
+            request.listeners,
+            request.routes,
+            inputs,
+            ctx.options,
+            ctx.cache,
+            revisions.gateways_of_call(policies),
         )
     for problem in output.problems:
         log.warning(

@@ -54,7 +54,7 @@ async def serve_trivial(port: int, destination: str) -> None:
     from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
     from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
-    from picker.extproc import mutations
+    from picker.handlers.extproc import mutations
 
     mark = mutations.RoutedMark("default/bench-pool", "llama-3-8b", "llama-3-8b", destination)
 

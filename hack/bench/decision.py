@@ -27,7 +27,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parents[1]))
 
 from picker.scheduling import Scheduler, build_scheduler  # noqa: E402
+from picker.scheduling.plugins.scorers.prefix_cache import PrefixCacheScorer  # noqa: E402
 from picker.scheduling.types import (  # noqa: E402
+    Decision,
     Endpoint,
     EndpointSnapshot,
     InferenceRequest,
@@ -81,8 +83,11 @@ def _warm(scheduler: Scheduler, endpoints: tuple[Endpoint, ...], prompt: str, rn
         cut = rng.randint(200, 2000)
         other = InferenceRequest("warm", "adapter-3", "adapter-3", prompt=prompt[:cut])
         decision = scheduler.schedule(other, endpoints)
-        if scheduler.prefix_index is not None and hasattr(decision, "prefix_hashes"):
-            scheduler.prefix_index.record(endpoint.address, decision.prefix_hashes)
+        if isinstance(decision, Decision):
+            sent = Decision((endpoint.address,), prefix_hashes=decision.prefix_hashes)
+            for weighted in scheduler.scorers:  # only the prefix memory: no prefill window
+                if isinstance(weighted.scorer, PrefixCacheScorer):
+                    weighted.scorer.record(sent, 0.0)
 
 
 def bench_one(count: int, rounds: int, per_round: int) -> float:

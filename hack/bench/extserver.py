@@ -2,8 +2,8 @@
 """Benchmark PostTranslateModify over real gRPC: 1, 100 and 1,000 InferenceModels over 10 and 100 pools.
 
 The input is what EG would send for one Gateway: its listeners (10 HTTP listeners plus the ready listener),
-route configs and clusters built by extserver.egxds from HTTPRoutes (one per pool, as custom backends, plus
-50 plain Service routes), after the Route and Cluster hooks ran. Target: under 100 ms at 1,000 models,
+route configs and clusters built by extserver.eg.standin from HTTPRoutes (one per pool, as custom backends,
+plus 50 plain Service routes), after the Route and Cluster hooks ran. Target: under 100 ms at 1,000 models,
 linear growth (EG calls hooks with no deadline; a slow hook stalls every Gateway's translation).
 
 Cold: the compile cache is emptied before the call (the first translation after the server started);
@@ -32,9 +32,9 @@ from api.egextension import service_pb2_grpc
 from api.egextension.service_pb2 import PostTranslateModifyRequest, PostTranslateModifyResponse
 from api.sources.store import ObjectStore
 from extserver.compile import CompileCache, CompileOptions
-from extserver.egxds import build_eg_xds
+from extserver.eg.call_order import run_hooks_before_translation, translate_request
+from extserver.eg.standin import build_eg_xds
 from extserver.hooks import HookContext, StaticSnapshotSource
-from extserver.hooks.pipeline import run_hooks_before_translation, translate_request
 from extserver.server import ServeOptions, start_server
 
 LISTENERS = 10

@@ -50,7 +50,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc  # 
 from hack.local_gateway.envoy import EnvoyProcess  # noqa: E402
 from hack.local_gateway.processes import ManagedProcess  # noqa: E402
 from hack.ports import common_free_port, free_port  # noqa: E402
-from picker.extproc import mutations  # noqa: E402
+from picker.handlers.extproc import mutations  # noqa: E402
 
 PYTHON = sys.executable
 NS = "default"
@@ -99,7 +99,7 @@ class TrivialProcessor(ep_grpc.ExternalProcessorServicer):
         async for request in request_iterator:
             kind = request.WhichOneof("request")
             if kind == "request_headers":
-                yield mutations.continue_request_headers()
+                yield mutations.CONTINUE_REQUEST_HEADERS
             elif kind == "request_body":
                 body = orjson.loads(request.request_body.body)
                 body["model"] = TARGET_MODEL
@@ -110,9 +110,9 @@ class TrivialProcessor(ep_grpc.ExternalProcessorServicer):
                 common.body_mutation.body = raw
                 yield ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
             elif kind == "response_headers":  # only in the same-mode variant
-                yield mutations.continue_response_headers()
+                yield mutations.CONTINUE_RESPONSE_HEADERS
             elif kind == "response_body":
-                yield mutations.continue_response_body()
+                yield mutations.CONTINUE_RESPONSE_BODY
 
 
 async def serve_trivial(port: int) -> None:

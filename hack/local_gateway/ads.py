@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -11,6 +10,8 @@ import structlog
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
+
+from picker.handlers.xds import CHANGED, StreamRequests
 
 log = structlog.get_logger("local-gateway.ads")
 
@@ -100,30 +101,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: object
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         subs: dict[str, _Subscription] = {}
-        requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
-
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    await requests.put(request)
-            finally:
-                await requests.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
+        async with StreamRequests(request_iterator) as requests:
             while True:
-                changed = self._changed
-                get = asyncio.create_task(requests.get())
-                wait_change = asyncio.create_task(changed.wait())
-                done, _ = await asyncio.wait({get, wait_change}, return_when=asyncio.FIRST_COMPLETED)
-                if get not in done:
-                    get.cancel()
-                if wait_change not in done:
-                    wait_change.cancel()
-                if get in done:
-                    request = get.result()
-                    if request is None:
-                        return
+                request = await requests.next(self._changed.wait)
+                if request is None:
+                    return
+                if request is not CHANGED:
                     sub = subs.setdefault(request.type_url, _Subscription())
                     if request.HasField("error_detail"):
                         self.nacks.append(request.error_detail.message)
@@ -141,10 +124,6 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     sub_for_type = subs.get(type_url)
                     if sub_for_type is not None and sub_for_type.sent_version != self._snapshot.version:
                         yield self._response(type_url, sub_for_type)
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
 
     def _note_ack(self, subs: Mapping[str, _Subscription]) -> None:
         if all(s.sent_version == self._snapshot.version for s in subs.values()):

@@ -28,7 +28,8 @@ from api.contract import picker_service_host
 from api.errors import ValidationError
 from api.model import InferencePool
 from api.parse import owns, parse_object
-from extserver.egxds import build_eg_xds_by_gateway, container_port
+from extserver.eg.facts import container_port
+from extserver.eg.standin import build_eg_xds_by_gateway
 from hack.local_gateway.ads import AdsServer
 from hack.local_gateway.envoy import EnvoyProcess, ads_bootstrap
 from hack.local_gateway.pods import AddressAllocator, LocalPod, pods_from_deployments

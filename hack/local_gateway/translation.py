@@ -14,8 +14,8 @@ from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from api.egextension.service_pb2_grpc import EnvoyGatewayExtensionStub
 from api.yamlio import load_documents
-from extserver.egxds import build_eg_xds_by_gateway
-from extserver.hooks.pipeline import run_hooks_via
+from extserver.eg.call_order import run_hooks_via
+from extserver.eg.standin import build_eg_xds_by_gateway
 from hack.local_gateway.ads import TYPE_CLUSTER, TYPE_LISTENER, TYPE_ROUTE, AdsServer
 from hack.local_gateway.localize import HostMap, localize_clusters, localize_listeners
 

@@ -4,11 +4,12 @@ Each server speaks vLLM's OpenAI API (`/v1/completions`, `/v1/chat/completions` 
 `/v1/models`, `/health`, `/metrics` with vLLM 0.32 names) over a continuous-batching engine:
 `max_num_seqs` running sequences, a FIFO waiting queue, a KV-cache budget in tokens, a block-hashed
 prefix cache, `max_loras` adapter slots with a load cost. Latency constants come from the H100
-measurements in DESIGN.md §9 (decode step ms ~= 6.0 + 0.009 x running + 0.042 x KV k-tokens held;
-prefill ms ~= 5 + 0.0225 x uncached prompt tokens); `time_scale` shrinks every delay (0.1 = 10x
-faster than real time). Tokens are counted as UTF-8 bytes / 4. Tests drive servers at runtime via
-`POST /sim/control` or the Python methods on SimServer, and read traffic from `GET /sim/stats`.
-Every answer carries `x-sim-server: <name or host:port>`. TTFT in /metrics is wall-clock (scaled) time.
+measurements in docs/model-server-latency.md (decode step ms ~= 6.0 + 0.009 x running + 0.042 x
+KV k-tokens held; prefill ms ~= 5 + 0.0225 x uncached prompt tokens); `time_scale` shrinks every
+delay (0.1 = 10x faster than real time). Tokens are counted as UTF-8 bytes / 4. Tests drive
+servers at runtime via `POST /sim/control` or the Python methods on SimServer, and read traffic
+from `GET /sim/stats`. Every answer carries `x-sim-server: <name or host:port>`. TTFT in /metrics
+is wall-clock (scaled) time.
 
     python -m hack.sim --host 127.0.0.2 --port 8000 --served-model-name llama2-7b \
         --lora-modules sql-lora=/x tweet-summary=/y --max-loras 4 --time-scale 0.1

@@ -1,4 +1,4 @@
-"""Latency model of one model server, fitted to the H100 measurements in DESIGN.md §9.
+"""Latency model of one model server, fitted to the H100 measurements in docs/model-server-latency.md.
 
 A Llama-3-8B-shaped transformer (bf16, CUDA graphs) on one H100 80GB:
 decode step ms ~= 6.0 + 0.009 x running sequences + 0.042 x KV tokens held (thousands);

@@ -15,7 +15,13 @@ from typing import Any
 
 from api.model import Criticality
 from picker.scheduling.params import ConfigError, Params
-from picker.scheduling.types import Endpoint, EndpointSnapshot, InferenceRequest, Rejection
+from picker.scheduling.types import (
+    METRICS_STALENESS_SECONDS,
+    Endpoint,
+    EndpointSnapshot,
+    InferenceRequest,
+    Rejection,
+)
 
 SATURATED = 1.0
 
@@ -24,18 +30,31 @@ SATURATED = 1.0
 class AdmissionConfig:
     queue_threshold: float = 5.0  # waiting requests at which a pod counts as full
     kv_threshold: float = 0.8  # KV-cache use at which a pod counts as full
-    # Scrapes run every 50 ms: metrics older than this say nothing about the pod's load now.
-    staleness_s: float = 0.2
+    # Metrics older than this count as full: the scheduler's one staleness limit (the readiness
+    # filter's), so a pod the request may be routed to is never counted saturated for its age.
+    staleness_s: float = METRICS_STALENESS_SECONDS
     shed_standard: bool = False
     count_in_flight: bool = True  # add this replica's in-flight requests to `waiting`
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None, path: str = "admission") -> AdmissionConfig:
+    def from_mapping(
+        cls,
+        data: Mapping[str, Any] | None,
+        path: str = "admission",
+        staleness_s: float = METRICS_STALENESS_SECONDS,
+    ) -> AdmissionConfig:
+        """`staleness_s` is not an admission parameter: it is the scheduler's one staleness limit."""
+        if isinstance(data, Mapping) and "metricsStalenessSeconds" in data:
+            raise ConfigError(
+                f"{path}.metricsStalenessSeconds: not an admission parameter any more: metrics "
+                "staleness is one limit for routing and admission, the readiness filter's "
+                "`maxMetricsAgeSeconds`"
+            )
         params = Params(data, path)
         config = cls(
             queue_threshold=params.number("queueThreshold", 5.0, minimum=0, exclusive_minimum=True),
             kv_threshold=params.number("kvCacheThreshold", 0.8, minimum=0, maximum=1, exclusive_minimum=True),
-            staleness_s=params.number("metricsStalenessSeconds", 0.2, minimum=0, exclusive_minimum=True),
+            staleness_s=staleness_s,
             shed_standard=params.boolean("shedStandard", False),
             count_in_flight=params.boolean("countInFlight", True),
         )
@@ -65,13 +84,19 @@ def endpoint_saturation(
     return max(waiting / config.queue_threshold, metrics.kv_cache_usage / config.kv_threshold)
 
 
-def pool_saturation(endpoints: Sequence[Endpoint], config: AdmissionConfig = DEFAULT_ADMISSION) -> float:
-    """Mean endpoint saturation; 1.0 when there is no endpoint. An EndpointSnapshot's live
-    in-flight counts are used instead of `Endpoint.in_flight`."""
+def pool_saturation(
+    endpoints: Sequence[Endpoint],
+    config: AdmissionConfig = DEFAULT_ADMISSION,
+    in_flight: Mapping[str, int] | None = None,
+) -> float:
+    """Mean endpoint saturation; 1.0 when there is no endpoint. Live in-flight counts (`in_flight`,
+    else an EndpointSnapshot's) are used instead of `Endpoint.in_flight`."""
     if not endpoints:
         return 1.0
-    if isinstance(endpoints, EndpointSnapshot) and endpoints.in_flight is not None:
-        live = endpoints.in_flight
+    if in_flight is None and isinstance(endpoints, EndpointSnapshot):
+        in_flight = endpoints.in_flight
+    if in_flight is not None:
+        live = in_flight
         total = sum(endpoint_saturation(e, config, live.get(e.address, 0)) for e in endpoints)
     else:
         total = sum(endpoint_saturation(e, config) for e in endpoints)
@@ -85,12 +110,16 @@ def sheddable(criticality: Criticality, config: AdmissionConfig = DEFAULT_ADMISS
 
 
 def check(
-    request: InferenceRequest, endpoints: Sequence[Endpoint], config: AdmissionConfig = DEFAULT_ADMISSION
+    request: InferenceRequest,
+    endpoints: Sequence[Endpoint],
+    config: AdmissionConfig = DEFAULT_ADMISSION,
+    in_flight: Mapping[str, int] | None = None,
 ) -> Rejection | None:
-    """None to admit; a 429 `pool_saturated` Rejection to shed. `endpoints`: the request's candidates."""
+    """None to admit; a 429 `pool_saturated` Rejection to shed. `endpoints`: the request's candidates
+    (what the scheduler's filters kept); `in_flight`: live counts, see `pool_saturation`."""
     if not sheddable(request.criticality, config):
         return None  # skip the O(endpoints) work for requests that are never shed
-    saturation = pool_saturation(endpoints, config)
+    saturation = pool_saturation(endpoints, config, in_flight)
     if saturation < SATURATED:
         return None
     return Rejection(

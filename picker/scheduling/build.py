@@ -11,7 +11,6 @@ from picker.scheduling import registry
 from picker.scheduling.config import DEFAULT_CONFIG, PluginSpec, SchedulerConfig
 from picker.scheduling.framework import Filter, Picker, Scheduler, Scorer, WeightedScorer
 from picker.scheduling.params import ConfigError, Params
-from picker.scheduling.plugins.scorers.prefix_cache import PrefixCacheScorer
 
 
 def build_scheduler(
@@ -36,9 +35,7 @@ def build_scheduler(
     filters: list[Filter] = [instance(name) for name in config.filters]
     scorers = [WeightedScorer(instance(name), weight, name) for name, weight in config.scorers]
     picker: Picker = instance(config.picker)
-    prefix_scorers = [w.scorer for w in scorers if isinstance(w.scorer, PrefixCacheScorer)]
-    prefix_index = prefix_scorers[0].index if prefix_scorers else None
-    return Scheduler(filters, scorers, picker, rng=rng, clock=clock, prefix_index=prefix_index)
+    return Scheduler(filters, scorers, picker, rng=rng, clock=clock, admission=config.admission)
 
 
 __all__ = ["Filter", "Picker", "Scorer", "build_scheduler"]

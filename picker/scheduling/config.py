@@ -13,10 +13,13 @@ profile:                          # optional; these are the defaults (SchedulerC
     - {name: lora-affinity-scorer, weight: 2}
     - {name: kv-cache-utilization-scorer, weight: 1}
   picker: max-score-picker
-admission: {queueThreshold: 5, kvCacheThreshold: 0.8, metricsStalenessSeconds: 0.2, shedStandard: false}
+admission: {queueThreshold: 5, kvCacheThreshold: 0.8, shedStandard: false}
 metricNames: {base: vllm}         # which series to scrape (picker.modelserver.names)
 ```
 Profile entries name a plugin instance, or a plugin type (instantiated with default parameters).
+Metrics staleness is one limit, the profile's readiness filter's `maxMetricsAgeSeconds` (2 s by
+default): routing drops endpoints with older metrics, admission counts them full, and the ready-pods
+gauge does not count them (`SchedulerConfig.staleness_s`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import yaml
 from picker.modelserver.names import VLLM, MetricNames, MetricNamesError
 from picker.scheduling import registry
 from picker.scheduling.admission import DEFAULT_ADMISSION, AdmissionConfig
-from picker.scheduling.params import ConfigError
+from picker.scheduling.params import ConfigError, Params
+from picker.scheduling.plugins.filters import readiness
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,13 @@ class SchedulerConfig:
         ("kv-cache-utilization-scorer", 1.0),
     )
     picker: str = "max-score-picker"
-    admission: AdmissionConfig = DEFAULT_ADMISSION
+    admission: AdmissionConfig = DEFAULT_ADMISSION  # carries the staleness limit
     metric_names: MetricNames = VLLM
+
+    @property
+    def staleness_s(self) -> float:
+        """The one metrics staleness limit (the readiness filter's), for every part of the picker."""
+        return self.admission.staleness_s
 
 
 DEFAULT_CONFIG = SchedulerConfig()
@@ -114,7 +123,8 @@ def parse_config(data: Any, source: str = "config") -> SchedulerConfig:
             scorers = _scorers(profile["scorers"], by_name)
         if "picker" in profile:
             picker = _reference(profile["picker"], "profile.picker", "picker", by_name)
-    admission = AdmissionConfig.from_mapping(data.get("admission"), "admission")
+    staleness = _staleness(filters, by_name)
+    admission = AdmissionConfig.from_mapping(data.get("admission"), "admission", staleness)
     metric_names = VLLM
     if data.get("metricNames") is not None:
         try:
@@ -157,6 +167,22 @@ def _plugins(raw: Any) -> tuple[PluginSpec, ...]:
             raise ConfigError(f"{path}.parameters: expected a mapping")
         specs.append(PluginSpec(plugin_type, name, dict(parameters), f"{path}.parameters"))
     return tuple(specs)
+
+
+def _staleness(filters: tuple[str, ...], by_name: Mapping[str, PluginSpec]) -> float:
+    """The readiness filter's `maxMetricsAgeSeconds` (its default without one in the profile)."""
+    ages: dict[float, str] = {}
+    for name in filters:
+        spec = by_name.get(name)
+        plugin_type = spec.type if spec is not None else name
+        if registry.canonical(plugin_type) != readiness.TYPE:
+            continue
+        path = spec.path if spec is not None and spec.path else f"plugins[{name}].parameters"
+        ages.setdefault(readiness.max_metrics_age(Params(spec.parameters if spec else None, path)), path)
+    if len(ages) > 1:
+        paths = " and ".join(f"{p}.{readiness.PARAMETER}" for p in ages.values())
+        raise ConfigError(f"{paths}: readiness filters disagree; metrics staleness is one limit")
+    return next(iter(ages), readiness.DEFAULT_MAX_METRICS_AGE_S)
 
 
 def _reference(raw: Any, path: str, kind: str, by_name: Mapping[str, PluginSpec]) -> str:

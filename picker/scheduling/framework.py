@@ -1,4 +1,5 @@
-"""The scheduling framework: filters narrow the candidates, weighted scorers rank them, a picker chooses.
+"""The scheduling framework: filters narrow the candidates, admission may shed, weighted scorers rank
+them, a picker chooses.
 
 Plugins are one-method `Protocol`s; `Scheduler` runs one cycle per request over an immutable snapshot
 (a sequence of `Endpoint`s) and returns a `Decision` (primary plus fallbacks) or a `Rejection`.
@@ -10,15 +11,15 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 
+from picker.scheduling import admission
+from picker.scheduling.admission import AdmissionConfig
 from picker.scheduling.columns import FloatArray
+from picker.scheduling.prefix_index import PrefixIndex, PromptScheme, prompt_hashes
 from picker.scheduling.types import Decision, Endpoint, EndpointSnapshot, InferenceRequest, Rejection
-
-if TYPE_CHECKING:
-    from picker.scheduling.prefix_index import PrefixIndex
 
 # Scores for the candidates, in candidate order, each in [0, 1]: a sequence or a float64 array. A
 # bare float means "this score for every candidate": it cannot change the ranking, so the scheduler
@@ -39,6 +40,34 @@ class CycleState:
     memo: dict[Any, Any] = field(default_factory=dict)
     # Live in-flight counts by address (from an EndpointSnapshot); None: read Endpoint.in_flight.
     in_flight: Mapping[str, int] | None = None
+    # The prompt's block hashes per hashing scheme (block size, max blocks), computed once per cycle
+    # by `prompt_hashes` and handed to the decision, so each prefix-aware plugin records its own.
+    hashes: dict[PromptScheme, tuple[int, ...]] = field(default_factory=dict)
+    # address -> prompt characters that endpoint probably holds in its prefix cache, as estimated by
+    # this cycle's cache-aware scorers (the largest estimate wins; counted in UTF-8 bytes: the same
+    # for ASCII text, an overestimate otherwise). Empty: every character counts as prefill.
+    cached_prefix_chars: dict[str, int] = field(default_factory=dict)
+
+    def prompt_hashes(self, block_size: int, max_blocks: int) -> tuple[int, ...]:
+        """The request prompt's block hashes for this scheme, computed once per cycle."""
+        scheme = (block_size, max_blocks)
+        found = self.hashes.get(scheme)
+        if found is None:
+            request = self.request
+            found = self.hashes[scheme] = prompt_hashes(
+                request.prompt, request.target_model, block_size, max_blocks
+            )
+        return found
+
+    def note_cached_prefix(self, matched_chars: Mapping[str, int]) -> None:
+        """A scorer's estimate of the prompt characters each endpoint holds in its prefix cache."""
+        cached = self.cached_prefix_chars
+        if not cached:
+            cached.update(matched_chars)
+            return
+        for address, chars in matched_chars.items():
+            if chars > cached.get(address, 0):
+                cached[address] = chars
 
 
 def is_bounded(plugin: object) -> bool:
@@ -83,13 +112,15 @@ class WeightedScorer:
 
 
 class Recorder(Protocol):
-    """A plugin told of every decision carried out (per-replica state, e.g. recent dispatches)."""
+    """A plugin told of every decision carried out (per-replica state: recent dispatches, prefixes)."""
 
     def record(self, decision: Decision, now: float) -> None: ...
 
 
 class Scheduler:
-    """Runs filters -> weighted scorers -> picker. Pure apart from the injected rng and clock."""
+    """Runs filters -> admission -> weighted scorers -> picker. Pure apart from the injected rng and
+    clock (and the recorders' per-replica state). Admission (None: admit all) sheds on the filtered
+    candidates: those the request may go to."""
 
     def __init__(
         self,
@@ -99,9 +130,10 @@ class Scheduler:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
-        prefix_index: PrefixIndex | None = None,
+        admission: AdmissionConfig | None = None,
     ) -> None:
         self.filters = tuple(filters)
+        self.admission = admission
         self.scorers = tuple(s for s in scorers if s.weight != 0)
         self._cached_filters = 0
         while self._cached_filters < len(self.filters) and is_cacheable(self.filters[self._cached_filters]):
@@ -115,12 +147,21 @@ class Scheduler:
         self.picker = picker
         self.rng = rng if rng is not None else random.Random()
         self.clock = clock
-        # Per-replica prompt-prefix memory fed by `record`; None when no prefix scorer is configured.
-        self.prefix_index = prefix_index
-        # Scorers that keep per-replica state about dispatched requests (`record(decision, now)`).
-        self._recorders: tuple[Recorder, ...] = tuple(
-            cast(Recorder, s.scorer) for s in self.scorers if callable(getattr(s.scorer, "record", None))
-        )
+        # Scorers that keep per-replica state about dispatched requests (`record(decision, now)`),
+        # each once even if the profile names it twice.
+        recorders = {
+            id(s.scorer): s.scorer for s in self.scorers if callable(getattr(s.scorer, "record", None))
+        }
+        self._recorders: tuple[Recorder, ...] = tuple(cast(Recorder, r) for r in recorders.values())
+
+    @property
+    def prefix_index(self) -> PrefixIndex | None:
+        """The first prefix-aware scorer's memory (for tools and tests); None without one."""
+        for weighted in self.scorers:
+            index = getattr(weighted.scorer, "index", None)
+            if isinstance(index, PrefixIndex):
+                return index
+        return None
 
     def schedule(self, request: InferenceRequest, endpoints: Sequence[Endpoint]) -> Decision | Rejection:
         """One scheduling cycle for `request` over the snapshot `endpoints`.
@@ -152,6 +193,10 @@ class Scheduler:
         candidates = self._filter(cycle, filtered, self.filters[self._cached_filters :])
         if isinstance(candidates, Rejection):
             return candidates
+        if self.admission is not None:
+            shed = admission.check(request, candidates, self.admission, in_flight)
+            if shed is not None:
+                return shed
         totals, offset = self._totals(cycle, candidates)
         if totals is None:
             totals = np.zeros(len(candidates))
@@ -160,10 +205,8 @@ class Scheduler:
             return Rejection(503, "no_ready_endpoint", f"no endpoint available for model {request.model!r}")
         picked = tuple(candidates[i].address for i in chosen)
         scores = {candidates[i].address: float(totals[i]) + offset for i in chosen}
-        hashes: tuple[int, ...] = cycle.data.get(PROMPT_HASHES_KEY, ())
-        matched: dict[str, int] = cycle.data.get(PREFIX_MATCHED_CHARS_KEY, {})
-        prefill = max(0, len(request.prompt) - matched.get(picked[0], 0))
-        return Decision(endpoints=picked, scores=scores, prefix_hashes=hashes, prefill_chars=prefill)
+        prefill = max(0, len(request.prompt) - cycle.cached_prefix_chars.get(picked[0], 0))
+        return Decision(endpoints=picked, scores=scores, prefix_hashes=cycle.hashes, prefill_chars=prefill)
 
     @staticmethod
     def _filter(
@@ -242,18 +285,9 @@ class Scheduler:
         return totals, offset
 
     def record(self, decision: Decision) -> None:
-        """The decision was carried out: the primary now holds the prompt's prefix and a new request."""
-        if self.prefix_index is not None and decision.prefix_hashes:
-            self.prefix_index.record(decision.primary, decision.prefix_hashes)
+        """The decision was carried out: each recording plugin notes it (the primary now holds the
+        prompt's prefix and one more request)."""
         if self._recorders:
             now = self.clock()
             for recorder in self._recorders:
                 recorder.record(decision, now)
-
-
-# Key in CycleState.data under which the prompt's block hashes are kept (computed once per cycle).
-PROMPT_HASHES_KEY = "prompt_hashes"
-# Key in CycleState.data: address -> prompt characters that endpoint probably holds in its prefix
-# cache (set by the prefix scorer, counted in UTF-8 bytes: the same for ASCII text, an overestimate
-# otherwise; absent without a prefix scorer, when every character counts as prefill).
-PREFIX_MATCHED_CHARS_KEY = "prefix_matched_chars"

@@ -16,6 +16,10 @@ DEFAULT_BLOCK_SIZE = 64  # bytes of prompt per block (~16 tokens of ~4 chars)
 DEFAULT_MAX_BLOCKS = 256
 DEFAULT_LRU_CAPACITY = 31_250  # blocks remembered per endpoint
 
+# How a prompt is cut into hashed blocks: (block size in bytes, max blocks). Hashes of one scheme
+# mean nothing to an index fed with another.
+PromptScheme = tuple[int, int]
+
 
 def prompt_hashes(
     prompt: str, model: str, block_size: int = DEFAULT_BLOCK_SIZE, max_blocks: int = DEFAULT_MAX_BLOCKS

@@ -38,9 +38,14 @@ ALIASES: dict[str, str] = {
 KINDS: dict[str, dict[str, Factory]] = {"filter": FILTERS, "scorer": SCORERS, "picker": PICKERS}
 
 
+def canonical(plugin_type: str) -> str:
+    """The type name an alias stands for (the name itself otherwise)."""
+    return ALIASES.get(plugin_type, plugin_type)
+
+
 def kind_of(plugin_type: str) -> str | None:
     """ "filter", "scorer" or "picker" for a known type (aliases resolved), else None."""
-    plugin_type = ALIASES.get(plugin_type, plugin_type)
+    plugin_type = canonical(plugin_type)
     for kind, factories in KINDS.items():
         if plugin_type in factories:
             return kind
@@ -48,7 +53,7 @@ def kind_of(plugin_type: str) -> str | None:
 
 
 def factory(plugin_type: str) -> Factory | None:
-    plugin_type = ALIASES.get(plugin_type, plugin_type)
+    plugin_type = canonical(plugin_type)
     for factories in KINDS.values():
         if plugin_type in factories:
             return factories[plugin_type]

@@ -8,6 +8,11 @@ from typing import Any
 
 from api.model import Criticality
 
+# Metrics older than this say nothing about a pod's state now: its endpoint is not ready (the
+# readiness filter drops it) and counts as full for admission. One limit for both, configured as the
+# readiness filter's `maxMetricsAgeSeconds` (SchedulerConfig.staleness_s); this is its default.
+METRICS_STALENESS_SECONDS = 2.0
+
 
 @dataclass(frozen=True)
 class PodMetrics:
@@ -86,7 +91,6 @@ class InferenceRequest:
     criticality: Criticality = Criticality.STANDARD
     prompt: str = ""  # prompt text (completions) or flattened chat messages, for prefix affinity
     subset_hint: frozenset[str] | None = None  # allowed "ip:port"s from envoy.lb.subset_hint
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,9 @@ class Decision:
 
     endpoints: tuple[str, ...]
     scores: dict[str, float] = field(default_factory=dict)  # address -> total score, for the log
-    prefix_hashes: tuple[int, ...] = ()  # the prompt's block hashes, for PrefixIndex.record after sending
+    # The prompt's block hashes per scheme (block size, max blocks) computed in the cycle: each
+    # prefix-aware plugin records the ones of its own scheme after sending.
+    prefix_hashes: Mapping[tuple[int, int], tuple[int, ...]] = field(default_factory=dict)
     # Prompt characters the primary probably has to prefill: all but the prefix this replica last
     # sent it (a guess of its prefix cache), for the load scorers that weigh prefill work.
     prefill_chars: int = 0

@@ -1,6 +1,8 @@
 """`readiness-filter`: drop endpoints whose metrics are missing or too old to trust.
 
 Parameters: `maxMetricsAgeSeconds` (default 2.0): metrics older than this make an endpoint ineligible.
+It is the picker's one staleness limit: admission (a stale pod counts full) and the ready-pods
+gauge use the same value (`SchedulerConfig.staleness_s`).
 Rejection: 503 `no_ready_endpoint` when none is left.
 """
 
@@ -10,10 +12,11 @@ from collections.abc import Sequence
 
 from picker.scheduling.framework import CycleState
 from picker.scheduling.params import Params
-from picker.scheduling.types import Endpoint, Rejection
+from picker.scheduling.types import METRICS_STALENESS_SECONDS, Endpoint, Rejection
 
 TYPE = "readiness-filter"
-DEFAULT_MAX_METRICS_AGE_S = 2.0
+DEFAULT_MAX_METRICS_AGE_S = METRICS_STALENESS_SECONDS
+PARAMETER = "maxMetricsAgeSeconds"
 
 
 class ReadinessFilter:
@@ -38,7 +41,11 @@ class ReadinessFilter:
         )
 
 
+def max_metrics_age(params: Params) -> float:
+    return params.number(PARAMETER, DEFAULT_MAX_METRICS_AGE_S, minimum=0, exclusive_minimum=True)
+
+
 def from_parameters(params: Params) -> ReadinessFilter:
-    age = params.number("maxMetricsAgeSeconds", DEFAULT_MAX_METRICS_AGE_S, minimum=0, exclusive_minimum=True)
+    age = max_metrics_age(params)
     params.done()
     return ReadinessFilter(age)

@@ -3,7 +3,9 @@
 Score = leading prompt blocks the endpoint holds / max(prompt blocks, fullCreditBlocks), 0 for prompts
 under one block. The prefill a cache hit saves grows with the matched length, so a short prompt matched
 in full earns little: otherwise identical short prompts would all herd onto one pod.
-The memory is the scorer's `PrefixIndex`, PER PICKER REPLICA, fed by `Scheduler.record(decision)`.
+The memory is the scorer's own `PrefixIndex`, PER PICKER REPLICA, fed by its `record(decision, now)`
+(the scheduler calls it after each decision carried out): two prefix scorers with different block
+sizes each hash and remember the prompt their own way.
 
 Parameters: `blockSize` (64 bytes), `maxPrefixBlocksToMatch` (256), `lruCapacityPerServer` (31250),
 `fullCreditBlocks` (16 blocks, about 256 tokens).
@@ -14,16 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from picker.scheduling.columns import positions
-from picker.scheduling.framework import PREFIX_MATCHED_CHARS_KEY, PROMPT_HASHES_KEY, CycleState, Scores
+from picker.scheduling.framework import CycleState, Scores
 from picker.scheduling.params import Params
 from picker.scheduling.prefix_index import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_LRU_CAPACITY,
     DEFAULT_MAX_BLOCKS,
     PrefixIndex,
-    prompt_hashes,
 )
-from picker.scheduling.types import Endpoint
+from picker.scheduling.types import Decision, Endpoint
 
 TYPE = "prefix-cache-scorer"
 DEFAULT_FULL_CREDIT_BLOCKS = 16
@@ -46,13 +47,8 @@ class PrefixCacheScorer:
         self.full_credit_blocks = full_credit_blocks
 
     def hashes(self, cycle: CycleState) -> tuple[int, ...]:
-        """The prompt's block hashes, computed once per cycle and shared via cycle.data."""
-        hashes: tuple[int, ...] | None = cycle.data.get(PROMPT_HASHES_KEY)
-        if hashes is None:
-            request = cycle.request
-            hashes = prompt_hashes(request.prompt, request.target_model, self.block_size, self.max_blocks)
-            cycle.data[PROMPT_HASHES_KEY] = hashes
-        return hashes
+        """The prompt's block hashes in this scorer's scheme, computed once per cycle."""
+        return cycle.prompt_hashes(self.block_size, self.max_blocks)
 
     def score(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Scores:
         hashes = self.hashes(cycle)
@@ -62,11 +58,17 @@ class PrefixCacheScorer:
         if not matched:
             return 0.0
         block = self.block_size
-        cycle.data[PREFIX_MATCHED_CHARS_KEY] = {a: depth * block for a, depth in matched.items()}
+        cycle.note_cached_prefix({a: depth * block for a, depth in matched.items()})
         total = float(max(len(hashes), self.full_credit_blocks))
         index = positions(cycle, candidates)
         # Sparse: only endpoints holding a prefix get a score; the rest are 0 without a per-endpoint pass.
         return {index[a]: depth / total for a, depth in matched.items() if a in index}
+
+    def record(self, decision: Decision, now: float) -> None:
+        """The decision's primary was sent the prompt: it now holds the prompt's blocks."""
+        hashes = decision.prefix_hashes.get((self.block_size, self.max_blocks))
+        if hashes:
+            self.index.record(decision.primary, hashes)
 
 
 def from_parameters(params: Params) -> PrefixCacheScorer:

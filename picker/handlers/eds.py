@@ -14,10 +14,9 @@ rather than leaving a target with no hosts; the picker itself never routes by ED
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 import structlog
@@ -29,6 +28,7 @@ from google.protobuf import any_pb2
 
 from api.contract import EdsResource
 from picker.datastore import Datastore, EndpointState
+from picker.handlers.xds import StreamRequests
 
 log = structlog.get_logger(__name__)
 
@@ -100,25 +100,17 @@ class EndpointDiscovery(eds_pb2_grpc.EndpointDiscoveryServiceServicer):
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse],
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
-
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    await requests.put(request)
-            finally:
-                await requests.put(None)
-
-        reader = asyncio.create_task(read())
         names: tuple[str, ...] = ()
         node = ""
         last_nonce = ""
         last_content: bytes | None = None
         nonces = itertools.count(1)
         seen_version = -1
-        try:
+        async with StreamRequests(request_iterator) as requests:
             while True:
-                request = await self._next(requests, seen_version if last_content is not None else None)
+                request = await requests.next(
+                    self._change_after(seen_version if last_content is not None else None)
+                )
                 if request is None:  # Envoy closed the stream
                     return
                 send = False
@@ -153,10 +145,6 @@ class EndpointDiscovery(eds_pb2_grpc.EndpointDiscoveryServiceServicer):
                 last_nonce, last_content = nonce, content
                 log.debug("EDS push", node=node, resources=len(names), version=response.version_info)
                 yield response
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
 
     async def FetchEndpoints(
         self,
@@ -177,24 +165,12 @@ class EndpointDiscovery(eds_pb2_grpc.EndpointDiscoveryServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "delta EDS is not served; use state of the world")
         yield discovery_pb2.DeltaDiscoveryResponse()  # pragma: no cover (abort raises)
 
-    async def _next(
-        self, requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None], seen_version: int | None
-    ) -> discovery_pb2.DiscoveryRequest | bool | None:
-        """The next request, or True when the datastore moved past `seen_version` first."""
-        if not requests.empty():
-            return requests.get_nowait()
-        get = asyncio.create_task(requests.get())
-        waits: set[asyncio.Task[object]] = {get}
-        if seen_version is not None:
-            waits.add(asyncio.create_task(self.datastore.wait_for_change(seen_version)))
-        else:
-            waits.add(asyncio.create_task(asyncio.sleep(0.1)))  # re-check the startup hold
-        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        if get in done:
-            return get.result()
-        return True  # a cancelled Queue.get leaves its item queued
+    def _change_after(self, seen_version: int | None) -> Callable[[], Awaitable[object]]:
+        """What to wait for beside the next request: the datastore moving past `seen_version`, or
+        (before the first answer) a short sleep to re-check the startup hold."""
+        if seen_version is None:
+            return lambda: asyncio.sleep(0.1)
+        return lambda: self.datastore.wait_for_change(seen_version)
 
     async def _ready_to_answer(self) -> bool:
         if time.monotonic() - self._started >= self.startup_hold_s:

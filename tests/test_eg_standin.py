@@ -1,4 +1,4 @@
-"""extserver.egxds builds the xDS Envoy Gateway would: checked against real EG v1.9 output."""
+"""extserver.eg.standin builds the xDS Envoy Gateway would: checked against real EG v1.9 output."""
 
 from __future__ import annotations
 
@@ -10,15 +10,9 @@ import yaml
 from google.protobuf import json_format
 
 from api.yamlio import load_documents
-from extserver.egxds import (
-    READY_LISTENER,
-    ClusterHookCall,
-    RouteHookCall,
-    build_eg_xds,
-    build_eg_xds_by_gateway,
-    container_port,
-    parse_config_dump,
-)
+from extserver.eg.facts import READY_LISTENER, container_port
+from extserver.eg.resources import ClusterHookCall, RouteHookCall, parse_config_dump
+from extserver.eg.standin import build_eg_xds, build_eg_xds_by_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "config" / "samples"

@@ -12,7 +12,6 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 
 from api.contract import (
-    BODY_MUTATION_CHUNK_BYTES,
     HEADER_DESTINATION_ENDPOINT,
     LB_METADATA_NAMESPACE,
     PICKER_METADATA_NAMESPACE,
@@ -88,18 +87,6 @@ CONTINUE_REQUEST_TRAILERS = ep.ProcessingResponse(request_trailers=ep.TrailersRe
 CONTINUE_RESPONSE_TRAILERS = ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
 
 
-def continue_request_headers() -> ep.ProcessingResponse:
-    return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=ep.CommonResponse()))
-
-
-def continue_response_headers() -> ep.ProcessingResponse:
-    return ep.ProcessingResponse(response_headers=ep.HeadersResponse(response=ep.CommonResponse()))
-
-
-def continue_response_body() -> ep.ProcessingResponse:
-    return ep.ProcessingResponse(response_body=ep.BodyResponse(response=ep.CommonResponse()))
-
-
 def routed_body_response(
     destination: str, new_body: bytes | None, mark: RoutedMark | None = None
 ) -> ep.ProcessingResponse:
@@ -122,34 +109,6 @@ def _routed_template(destination: str, mark: RoutedMark | None) -> bytes:
         request_body=ep.BodyResponse(response=ep.CommonResponse()), dynamic_metadata=metadata
     )
     return response.SerializeToString(deterministic=True)
-
-
-def chunk_body(body: bytes, chunk_bytes: int = BODY_MUTATION_CHUNK_BYTES) -> list[bytes]:
-    """Split a body into chunks Envoy accepts in streamed body mutations (at least one chunk)."""
-    if chunk_bytes <= 0:
-        raise ValueError("chunk_bytes must be positive")
-    return [body[i : i + chunk_bytes] for i in range(0, len(body), chunk_bytes)] or [b""]
-
-
-def streamed_body_responses(
-    body: bytes, chunk_bytes: int = BODY_MUTATION_CHUNK_BYTES
-) -> list[ep.ProcessingResponse]:
-    """Body responses for the STREAMED / FULL_DUPLEX_STREAMED modes: chunks, the last with end_of_stream."""
-    chunks = chunk_body(body, chunk_bytes)
-    return [
-        ep.ProcessingResponse(
-            request_body=ep.BodyResponse(
-                response=ep.CommonResponse(
-                    body_mutation=ep.BodyMutation(
-                        streamed_response=ep.StreamedBodyResponse(
-                            body=chunk, end_of_stream=i == len(chunks) - 1
-                        )
-                    )
-                )
-            )
-        )
-        for i, chunk in enumerate(chunks)
-    ]
 
 
 def immediate_response(

@@ -2,7 +2,7 @@
 
 request_headers -> remember attributes, continue; request_body (BUFFERED) -> director.route, answer
 with destination + body mutation + the picker's metadata mark, or an ImmediateResponse error. Nothing
-of the response comes here (status and usage arrive through the access log, picker/accesslog.py):
+of the response comes here (status and usage arrive through the access log, picker/handlers/accesslog.py):
 Envoy keeps the stream open until the HTTP stream ends, so its end is the end of the request.
 """
 
@@ -17,10 +17,10 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
 from api.contract import HEADER_REQUEST_ID
-from picker.director import Director, RequestContext
+from picker.director import Director, Lease, RouteRequest
 from picker.errors import PickerError, error_body
-from picker.extproc import mutations
-from picker.extproc.attributes import header_map, read_attributes, read_subset_hint
+from picker.handlers.extproc import mutations
+from picker.handlers.extproc.attributes import header_map, read_attributes, read_subset_hint
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +58,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 if stream.done:
                     break  # the picker answered itself: nothing more will come
         except Exception:
-            log.exception("ext_proc stream failed", request_id=stream.ctx.request_id if stream.ctx else "")
+            log.exception("ext_proc stream failed", request_id=stream.request_id)
         finally:
             # EOF, cancellation (client gone, Envoy reset) or failure: the request holds no slot any more.
             stream.close()
@@ -67,48 +67,51 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
 class _Stream:
     def __init__(self, director: Director) -> None:
         self.director = director
-        self.ctx: RequestContext | None = None
+        self.request: RouteRequest | None = None
+        self.lease: Lease | None = None  # set once routed, released when the stream ends
         self.done = False  # the picker answered with an ImmediateResponse
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id if self.request is not None else ""
 
     def handle(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse | None:
         kind = request.WhichOneof("request")
         if kind == "request_headers":
             return self._request_headers(request)
         if kind == "request_body":
-            if self.ctx is None:  # request headers SKIPped: the attributes came with the body
-                self.ctx = _context(request, {})
-            return self._request_body(request.request_body)
+            if self.request is None:  # request headers SKIPped: the attributes came with the body
+                self.request = _route_request(request, {})
+            return self._request_body(self.request, request.request_body)
         return _CONTINUE.get(kind or "")
 
     def _request_headers(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
-        self.ctx = _context(request, header_map(request.request_headers))
+        self.request = _route_request(request, header_map(request.request_headers))
         # A request without a body (GET /v1/models, ...) is left to Envoy's own load balancing.
         return mutations.CONTINUE_REQUEST_HEADERS
 
-    def _request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
-        assert self.ctx is not None
-        ctx = self.ctx
+    def _request_body(self, request: RouteRequest, body: ep.HttpBody) -> ep.ProcessingResponse:
         try:
-            routed = self.director.route(ctx, body.body)
+            routed = self.director.route(request, body.body)
         except PickerError as error:
             return self._reject(error)
         except Exception:
-            log.exception("routing failed", request_id=ctx.request_id)
+            log.exception("routing failed", request_id=request.request_id)
             return self._reject(PickerError(500, "internal error in the endpoint picker"))
+        self.lease = routed.lease
         destination = mutations.destination_value(routed.endpoints)
-        mark = mutations.RoutedMark(ctx.pool, ctx.model, ctx.target, routed.endpoints[0])
+        mark = mutations.RoutedMark(routed.pool, routed.model, routed.target, routed.endpoints[0])
         return mutations.routed_body_response(destination, routed.body, mark)
 
     def _reject(self, error: PickerError) -> ep.ProcessingResponse:
-        assert self.ctx is not None
         self.done = True
-        self.director.reject(self.ctx, error)
+        self.director.reject(error)
         log.info(
             "request rejected",
-            request_id=self.ctx.request_id,
+            request_id=self.request_id,
             status=error.status,
             code=error.code.value,
-            model=self.ctx.model,
+            model=error.model,
             message=error.message,
         )
         return mutations.immediate_response(
@@ -117,21 +120,21 @@ class _Stream:
 
     def close(self) -> None:
         """The stream is over: release what is still in flight."""
-        if self.ctx is None:
+        if self.lease is None:
             return
         try:
-            self.director.finish(self.ctx)
+            self.lease.release()
         except Exception:
-            log.exception("finishing a request failed", request_id=self.ctx.request_id)
+            log.exception("finishing a request failed", request_id=self.request_id)
 
 
-def _context(first: ep.ProcessingRequest, headers: dict[str, str]) -> RequestContext:
-    """Request context from the stream's first message (attributes come only on that one)."""
+def _route_request(first: ep.ProcessingRequest, headers: dict[str, str]) -> RouteRequest:
+    """The request as the director needs it, from the stream's first message (attributes come only
+    on that one) and its headers, if any."""
     attributes = read_attributes(first)
-    return RequestContext(
+    return RouteRequest(
         request_id=attributes.request_id or headers.get(HEADER_REQUEST_ID) or str(uuid.uuid4()),
         path=attributes.path or headers.get(":path", "/"),
         attributes=attributes,
         subset_hint=read_subset_hint(first),
-        headers=headers,
     )

@@ -1,4 +1,5 @@
-"""Run the hooks in-process, in Envoy Gateway's order, over what extserver.egxds built."""
+"""Envoy Gateway's hook call order: the Route and Cluster hooks per resource, then the Translation hook,
+over what the stand-in (extserver.eg.standin) built, against in-process hooks or a gRPC stub."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from api.egextension.service_pb2 import (
     PostTranslateModifyRequest,
     PostTranslateModifyResponse,
 )
-from extserver.egxds import ClusterHookCall, EgXds, RouteHookCall
+from extserver.eg.resources import ClusterHookCall, EgXds, RouteHookCall
 from extserver.hooks.cluster import post_cluster_modify
 from extserver.hooks.context import HookContext, encode_resource
 from extserver.hooks.route import post_route_modify

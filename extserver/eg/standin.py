@@ -1,29 +1,20 @@
-"""The minimal xDS Envoy Gateway (v1.9, default name scheme) generates for Gateways and HTTPRoutes.
+"""A stand-in for Envoy Gateway: the minimal xDS EG (v1.9, default name scheme) generates for
+Gateways and HTTPRoutes.
 
 Used by `python -m extserver translate` and the local gateway to feed the hooks what EG would send:
-same names, same key fields (see shared/eg-reference/), and the extension resources EG passes to the
-Route and Cluster hooks, in EG's call order. Kinds other than GatewayClass, Gateway, HTTPRoute and the
-inference kinds are ignored; TLS, GRPCRoute, TCP/UDP listeners are out of scope.
+same names, same key fields (checked against real EG output, see docs/envoy-gateway.md), and the
+extension resources EG passes to the Route and Cluster hooks, in EG's call order. Kinds other than
+GatewayClass, Gateway, HTTPRoute and the inference kinds are ignored; TLS, GRPCRoute, TCP/UDP
+listeners are out of scope.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import pkgutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
-from envoy.config.cluster.v3.circuit_breaker_pb2 import CircuitBreakers
-from envoy.config.cluster.v3.cluster_pb2 import Cluster
-from envoy.config.core.v3.address_pb2 import Address, SocketAddress
-from envoy.config.core.v3.base_pb2 import Metadata
-from envoy.config.core.v3.config_source_pb2 import AggregatedConfigSource, ApiVersion, ConfigSource
-from envoy.config.core.v3.extension_pb2 import TypedExtensionConfig
-from envoy.config.core.v3.protocol_pb2 import Http2ProtocolOptions, HttpProtocolOptions
-from envoy.config.listener.v3.listener_components_pb2 import Filter, FilterChain
-from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_components_pb2 import (
     DirectResponseAction,
     HeaderMatcher,
@@ -34,79 +25,31 @@ from envoy.config.route.v3.route_components_pb2 import (
     VirtualHost,
 )
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
-from envoy.extensions.filters.http.health_check.v3.health_check_pb2 import HealthCheck
-from envoy.extensions.filters.http.router.v3.router_pb2 import Router
-from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (
-    HttpConnectionManager,
-    HttpFilter,
-    Rds,
-)
-from envoy.extensions.load_balancing_policies.least_request.v3.least_request_pb2 import LeastRequest
 from envoy.type.matcher.v3.regex_pb2 import RegexMatcher
 from envoy.type.matcher.v3.string_pb2 import StringMatcher
-from google.protobuf import duration_pb2, json_format, struct_pb2, wrappers_pb2
-from google.protobuf.any_pb2 import Any as AnyPb
-from google.protobuf.message import Message
 
 from api.model import GROUP_GA, GROUP_X
-
-_M = TypeVar("_M", bound=Message)
-
-GATEWAY_GROUP = "gateway.networking.k8s.io"
-EG_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
-EG_METADATA_NAMESPACE = "envoy-gateway"
-BUFFER_LIMIT_BYTES = 32768
-PRIVILEGED_PORT_SHIFT = 10000
-READY_LISTENER = "envoy-gateway-proxy-ready-0.0.0.0-19003"
-READY_PORT = 19003
-HCM_FILTER = "envoy.filters.network.http_connection_manager"
-ROUTER_FILTER = "envoy.filters.http.router"
+from extserver.eg.facts import (
+    CONTROLLER_NAME,
+    DEFAULT_NAMES,
+    GATEWAY_GROUP,
+    READY_LISTENER,
+    container_port,
+    host_label,
+)
+from extserver.eg.resources import (
+    ClusterHookCall,
+    EgXds,
+    RouteHookCall,
+    build_cluster,
+    build_listener,
+    build_ready_listener,
+    eg_metadata,
+)
 
 # Kinds registered with EG's extensionManager (config/envoy-gateway/): group -> kinds.
 EXTENSION_KINDS = {GROUP_X: ("InferencePool", "InferenceModel"), GROUP_GA: ("InferencePool",)}
 BACKEND_KINDS = {GROUP_X: ("InferencePool",), GROUP_GA: ("InferencePool",)}
-
-
-@dataclass(frozen=True)
-class RouteHookCall:
-    """One PostRouteModify call: the route (by config/vhost/name) and its context."""
-
-    route_config: str
-    virtual_host: str
-    route_name: str
-    hostnames: tuple[str, ...]
-    extension_resources: tuple[Mapping[str, Any], ...]
-
-
-@dataclass(frozen=True)
-class ClusterHookCall:
-    """One PostClusterModify call: the cluster by name and its backend_extension_resources."""
-
-    cluster_name: str
-    backend_extension_resources: tuple[Mapping[str, Any], ...]
-
-
-@dataclass
-class EgXds:
-    """What EG's translator holds for one IR before the Translation hook, plus the hook inputs."""
-
-    listeners: list[Listener] = field(default_factory=list)
-    routes: list[RouteConfiguration] = field(default_factory=list)
-    clusters: list[Cluster] = field(default_factory=list)
-    # Keyed by cluster name / route name; only those EG calls the hooks for.
-    cluster_extension_resources: dict[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
-    route_extension_resources: dict[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
-    # Route and Cluster hook calls interleaved in the order EG makes them.
-    hook_calls: list[RouteHookCall | ClusterHookCall] = field(default_factory=list)
-
-
-def container_port(port: int) -> int:
-    """EG shifts privileged Gateway ports by 10000 (80 -> 10080)."""
-    return port + PRIVILEGED_PORT_SHIFT if port < 1024 else port
-
-
-def host_label(hostname: str) -> str:
-    return hostname.replace(".", "_")
 
 
 def _ns(obj: Mapping[str, Any]) -> str:
@@ -121,120 +64,6 @@ def _group(api_version: str) -> str:
     return api_version.rpartition("/")[0] if "/" in api_version else ""
 
 
-def _eg_metadata(kind: str, name: str, namespace: str, section: str | None = None) -> Metadata:
-    resource: dict[str, Any] = {"kind": kind, "name": name, "namespace": namespace}
-    if section is not None:
-        resource["sectionName"] = section
-    md = Metadata()
-    md.filter_metadata[EG_METADATA_NAMESPACE].update({"resources": [resource]})
-    return md
-
-
-def _pack(message: Any) -> AnyPb:
-    packed = AnyPb()
-    packed.Pack(message)
-    return packed
-
-
-def _ads() -> ConfigSource:
-    return ConfigSource(ads=AggregatedConfigSource(), resource_api_version=ApiVersion.V3)
-
-
-def build_listener(name: str, port: int) -> Listener:
-    """An HTTP listener as EG builds it: HCM with RDS named after the listener, 32 KiB buffers."""
-    rds_source = _ads()
-    rds_source.initial_fetch_timeout.CopyFrom(duration_pb2.Duration())
-    hcm = HttpConnectionManager(
-        stat_prefix=f"http-{port}",
-        rds=Rds(config_source=rds_source, route_config_name=name),
-        http_filters=[
-            HttpFilter(name=ROUTER_FILTER, typed_config=_pack(Router(suppress_envoy_headers=True)))
-        ],
-        common_http_protocol_options=HttpProtocolOptions(
-            headers_with_underscores_action=HttpProtocolOptions.REJECT_REQUEST
-        ),
-        http2_protocol_options=Http2ProtocolOptions(
-            initial_connection_window_size=wrappers_pb2.UInt32Value(value=1048576),
-            initial_stream_window_size=wrappers_pb2.UInt32Value(value=65536),
-            max_concurrent_streams=wrappers_pb2.UInt32Value(value=100),
-        ),
-        merge_slashes=True,
-        normalize_path=wrappers_pb2.BoolValue(value=True),
-        path_with_escaped_slashes_action=HttpConnectionManager.UNESCAPE_AND_REDIRECT,
-        server_header_transformation=HttpConnectionManager.PASS_THROUGH,
-        use_remote_address=wrappers_pb2.BoolValue(value=True),
-    )
-    return Listener(
-        name=name,
-        address=Address(socket_address=SocketAddress(address="0.0.0.0", port_value=port)),
-        default_filter_chain=FilterChain(
-            name=name, filters=[Filter(name=HCM_FILTER, typed_config=_pack(hcm))]
-        ),
-        max_connections_to_accept_per_socket_event=wrappers_pb2.UInt32Value(value=1),
-        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=BUFFER_LIMIT_BYTES),
-    )
-
-
-def build_ready_listener() -> Listener:
-    """EG's readiness listener: always in the listener table the Translation hook sees."""
-    health = HealthCheck(
-        pass_through_mode=wrappers_pb2.BoolValue(value=False),
-        headers=[HeaderMatcher(name=":path", string_match=StringMatcher(exact="/ready"))],
-    )
-    route_config = RouteConfiguration(
-        name="ready_route",
-        virtual_hosts=[
-            VirtualHost(
-                name="ready_route",
-                domains=["*"],
-                routes=[
-                    Route(match=RouteMatch(prefix="/"), direct_response=DirectResponseAction(status=500))
-                ],
-            )
-        ],
-    )
-    hcm = HttpConnectionManager(
-        stat_prefix="eg-ready-http",
-        route_config=route_config,
-        http_filters=[
-            HttpFilter(name="envoy.filters.http.health_check", typed_config=_pack(health)),
-            HttpFilter(name=ROUTER_FILTER, typed_config=_pack(Router(suppress_envoy_headers=True))),
-        ],
-    )
-    return Listener(
-        name=READY_LISTENER,
-        address=Address(socket_address=SocketAddress(address="0.0.0.0", port_value=READY_PORT)),
-        bypass_overload_manager=True,
-        filter_chains=[FilterChain(filters=[Filter(name=HCM_FILTER, typed_config=_pack(hcm))])],
-    )
-
-
-def build_cluster(name: str, route_name: str, route_namespace: str) -> Cluster:
-    """The EDS route-rule cluster EG builds (also for custom backends, before the Cluster hook)."""
-    lb = LeastRequest()
-    lb.locality_lb_config.locality_weighted_lb_config.SetInParent()
-    cluster = Cluster(
-        name=name,
-        type=Cluster.EDS,
-        connect_timeout=duration_pb2.Duration(seconds=10),
-        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=BUFFER_LIMIT_BYTES),
-        dns_lookup_family=Cluster.V4_PREFERRED,
-        ignore_health_on_host_removal=True,
-        circuit_breakers=CircuitBreakers(
-            thresholds=[CircuitBreakers.Thresholds(max_retries=wrappers_pb2.UInt32Value(value=1024))]
-        ),
-        metadata=_eg_metadata("HTTPRoute", route_name, route_namespace),
-    )
-    cluster.eds_cluster_config.eds_config.CopyFrom(_ads())
-    cluster.eds_cluster_config.service_name = name
-    cluster.common_lb_config.SetInParent()
-    policy = cluster.load_balancing_policy.policies.add()
-    policy.typed_extension_config.CopyFrom(
-        TypedExtensionConfig(name="envoy.load_balancing_policies.least_request", typed_config=_pack(lb))
-    )
-    return cluster
-
-
 @dataclass
 class _HttpListener:
     gateway_ns: str
@@ -247,7 +76,7 @@ class _HttpListener:
 
     @property
     def ir_name(self) -> str:
-        return f"{self.gateway_ns}/{self.gateway}/{self.name}"
+        return DEFAULT_NAMES.listener(self.gateway_ns, self.gateway, self.name)
 
 
 def _eg_gateways(objects: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -262,7 +91,7 @@ def _eg_gateways(objects: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]
         if obj.get("kind") != "Gateway" or _group(str(obj.get("apiVersion", ""))) != GATEWAY_GROUP:
             continue
         cls = obj.get("spec", {}).get("gatewayClassName")
-        if cls in classes and classes[cls] != EG_CONTROLLER:
+        if cls in classes and classes[cls] != CONTROLLER_NAME:
             continue
         out.append(obj)
     return out
@@ -473,7 +302,9 @@ def _build_gateway(gateway: Mapping[str, Any], routes: Sequence[Mapping[str, Any
         # Listeners on one port share one xDS listener and route config, named after the first.
         first = listeners[0].ir_name
         out.listeners.append(build_listener(first, container_port(port)))
-        route_config = RouteConfiguration(name=first, ignore_port_in_host_matching=True)
+        route_config = RouteConfiguration(
+            name=DEFAULT_NAMES.route_config(first), ignore_port_in_host_matching=True
+        )
         vhosts: dict[str, VirtualHost] = {}
         for listener in listeners:
             for route in routes:
@@ -499,13 +330,13 @@ def _add_route(
     ns, name = _ns(route), _name(route)
     rules = route.get("spec", {}).get("rules", []) or [{}]
     for host in _hostnames(route, listener):
-        vhost_name = f"{listener.ir_name}/{host_label(host)}"
+        vhost_name = DEFAULT_NAMES.virtual_host(listener.ir_name, host)
         vhost = vhosts.get(vhost_name)
         if vhost is None:
             vhost = VirtualHost(
                 name=vhost_name,
                 domains=[host],
-                metadata=_eg_metadata("Gateway", listener.gateway, listener.gateway_ns, listener.name),
+                metadata=eg_metadata("Gateway", listener.gateway, listener.gateway_ns, listener.name),
             )
             vhosts[vhost_name] = vhost
         for i in range(len(rules)):
@@ -515,7 +346,7 @@ def _add_route(
                 xds_route = Route(
                     name=f"httproute/{ns}/{name}/rule/{i}/match/{j}/{host_label(host)}",
                     match=_route_match(match),
-                    metadata=_eg_metadata("HTTPRoute", name, ns),
+                    metadata=eg_metadata("HTTPRoute", name, ns),
                 )
                 if rule.valid:
                     action = RouteAction(cluster=rule.cluster)
@@ -536,68 +367,3 @@ def _add_route(
                     if rule.extension_resources:
                         out.cluster_extension_resources[rule.cluster] = rule.extension_resources
                         out.hook_calls.append(ClusterHookCall(rule.cluster, rule.extension_resources))
-
-
-def metadata_value(md: Metadata, namespace: str) -> dict[str, Any]:
-    """filter_metadata[namespace] as plain Python (for tests and debugging)."""
-    if namespace not in md.filter_metadata:
-        return {}
-    value: struct_pb2.Struct = md.filter_metadata[namespace]
-    result: dict[str, Any] = json_format.MessageToDict(value)
-    return result
-
-
-def register_any_types(doc: Any) -> None:
-    """Import the xds-protos modules of every `@type` in a JSON/YAML xDS document so it can be parsed.
-
-    Message names do not say which file defines them, so every module of the message's package is imported
-    (packages are small and the import is cached).
-    """
-    for type_url in sorted(_type_urls(doc)):
-        package = type_url.rpartition("/")[2].rpartition(".")[0]
-        try:
-            module = importlib.import_module(package)
-        except ImportError:
-            continue
-        for info in pkgutil.iter_modules(module.__path__):
-            if info.name.endswith("_pb2"):
-                importlib.import_module(f"{package}.{info.name}")
-
-
-def _type_urls(doc: Any) -> set[str]:
-    found: set[str] = set()
-    stack = [doc]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            url = item.get("@type")
-            if isinstance(url, str):
-                found.add(url)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return found
-
-
-def parse_config_dump(dump: Mapping[str, Any]) -> EgXds:
-    """Dynamic listeners, route configs and clusters of an Envoy config dump (`configs: [...]`)."""
-    register_any_types(dump)
-    out = EgXds()
-    for config in dump.get("configs", []):
-        kind = str(config.get("@type", "")).rpartition(".")[2]
-        if kind == "ClustersConfigDump":
-            for item in config.get("dynamicActiveClusters", []):
-                out.clusters.append(_parse(item["cluster"], Cluster()))
-        elif kind == "ListenersConfigDump":
-            for item in config.get("dynamicListeners", []):
-                out.listeners.append(_parse(item["activeState"]["listener"], Listener()))
-        elif kind == "RoutesConfigDump":
-            for item in config.get("dynamicRouteConfigs", []):
-                out.routes.append(_parse(item["routeConfig"], RouteConfiguration()))
-    return out
-
-
-def _parse(value: Mapping[str, Any], message: _M) -> _M:
-    body = {k: v for k, v in value.items() if k != "@type"}
-    json_format.ParseDict(body, message)
-    return message
