@@ -91,3 +91,78 @@ def test_the_seed_works_with_eg_naming_listeners_by_port(v2_stack: RealStack, tm
         return sorted(got.values()) == [20, 80]
 
     eventually(weights, 2.0, "the new weights in Envoy", interval=0.05)
+
+
+DATA = Path(__file__).parent / "data" / "stack"
+
+
+def _complete(url: str, model: str, context: Any = None) -> str:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{url}/v1/completions",
+        data=json.dumps({"model": model, "prompt": "hello", "max_tokens": 2}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5, context=context) as answer:
+        return str(json.loads(answer.read())["model"])
+
+
+def test_merged_gateways_each_serve_their_pool_and_leave_the_seed_alone(real_stack: RealStack) -> None:
+    real_stack.kubectl("apply", "-f", str(LORA_SAMPLE))
+    real_stack.kubectl("apply", "-f", str(DATA / "merged-gateways.yaml"))
+    url_a = real_stack.gateway_url("default/merged-a:8083")
+    url_b = real_stack.gateway_url("default/merged-b:8084")
+    eventually(lambda: _complete(url_a, "merged-a-lora") in {"tweet-summary", "sql-lora"}, 90, "merged-a")
+    eventually(lambda: _complete(url_b, "merged-b-lora") == "sql-lora", 90, "merged-b")
+    pods = real_stack.get(
+        "pods", "-n", "envoy-gateway-system", "-l", "gateway.envoyproxy.io/owning-gatewayclass"
+    )
+    assert len(pods["items"]) == 1  # one Envoy for both Gateways: they really are merged
+    plural = "inferencepools.inference.networking.x-k8s.io"
+    for pool in ("merged-pool-a", "merged-pool-b"):
+        eventually(lambda pool=pool: _accepted(real_stack, plural, pool), 30, f"{pool} Accepted=True")
+    results = asyncio.run(send_many(_Url(real_stack.gateway_url(GATEWAY)), LORA_BODY, 50))  # type: ignore[arg-type]
+    assert results.ok == 50 and set(results.models) == {"tweet-summary", "sql-lora"}
+
+
+def test_an_https_listener_with_http3_is_served_whole_by_its_pool(
+    real_stack: RealStack, tmp_path: Path
+) -> None:
+    import ssl
+
+    from hack.stack.pki import Authority
+
+    real_stack.kubectl("apply", "-f", str(LORA_SAMPLE))
+    ca = Authority(tmp_path / "pki")
+    cert, key = ca.issue("h3", "h3.example.com", dns_names=("localhost",), ips=("127.0.0.1",), server=True)
+    secret = real_stack.kubectl(
+        "create",
+        "secret",
+        "tls",
+        "h3-cert",
+        f"--cert={cert}",
+        f"--key={key}",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ).stdout
+    real_stack.kubectl("apply", "-f", "-", stdin=secret)
+    real_stack.kubectl("apply", "-f", str(DATA / "https-http3.yaml"))
+    url = real_stack.gateway_url("default/h3:8443").replace("http://", "https://")
+    context = ssl.create_default_context(cafile=str(ca.cert_path))
+    eventually(
+        lambda: _complete(url, "h3-lora", context) in {"tweet-summary", "sql-lora"}, 90, "h3 over HTTPS"
+    )
+    dump = json.loads(real_stack.envoy_admin("h3", "/config_dump"))
+    listeners = {
+        item["active_state"]["listener"]["name"]: item["active_state"]["listener"]
+        for config in dump["configs"]
+        if config["@type"].endswith("ListenersConfigDump")
+        for item in config.get("dynamic_listeners", [])
+    }
+    quic = listeners["default/h3/https-quic"]
+    assert quic["address"]["socket_address"]["protocol"] == "UDP"
+    assert "envoy.filters.http.ext_proc/inference/default/h3-pool" in json.dumps(quic)  # HTTP/3 is served too
+    plural = "inferencepools.inference.networking.x-k8s.io"
+    eventually(lambda: _accepted(real_stack, plural, "h3-pool"), 30, "h3-pool Accepted=True")

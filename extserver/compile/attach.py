@@ -81,7 +81,9 @@ def assign_attach_to(
             for rc_name in route_config_names(listener):
                 holder = owners.get(rc_name)
                 if holder is not None:
-                    problems.append(_in_use(pool, listener, holder))
+                    # HTTP/3: the TCP and the QUIC listener of one Gateway listener share a route config.
+                    if holder.key != pool.key:
+                        problems.append(_in_use(pool, listener, holder))
                     continue
                 owners[rc_name] = pool
     return AttachAssignment(

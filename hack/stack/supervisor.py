@@ -20,18 +20,17 @@ import yaml
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient
 
-from api.sources.kubeapi import MERGE_PATCH, KubeApiError, request_json, resource_path
+from api.sources.kubeapi import KubeApiError, request_json, resource_path
 from hack.realparts import binary
 from hack.stack import dns, network
 from hack.stack.controlplane import APISERVER_PORT, ControlPlane
 from hack.stack.envoygateway import NAMESPACE, EnvoyGateway, eg_config, eg_service_objects
+from hack.stack.loadbalancer import LoadBalancer
 from hack.stack.podlet import Podlet
 
 log = structlog.get_logger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
-OWNING_GATEWAY = "gateway.envoyproxy.io/owning-gateway-name"
-OWNING_GATEWAY_NS = "gateway.envoyproxy.io/owning-gateway-namespace"
 PROJECT_MANIFESTS = ("config/crd", "config/envoy-gateway", "config/extserver", "config/picker")
 READY_DEPLOYMENTS = (
     (NAMESPACE, "inference-extserver"),
@@ -50,7 +49,7 @@ class Stack:
         self.eg: EnvoyGateway | None = None
         self.podlet: Podlet | None = None
         self.tasks: list[asyncio.Task[Any]] = []
-        self.gateway_lines: list[str] = []
+        self.balancer: LoadBalancer | None = None
 
     # --- helpers -------------------------------------------------------------------------------------
     def kubectl(self, *args: str) -> None:
@@ -83,7 +82,8 @@ class Stack:
         config = eg_config(self.options.get("runtime_flags", ()), self.options.get("eg_extra"))
         await asyncio.to_thread(self._start_eg, api, config)
         await self._wait_deployments(api)
-        self.tasks.append(asyncio.create_task(self._gateways(api)))
+        self.balancer = LoadBalancer(api, self.host_netns, NAMESPACE, self.state)
+        self.tasks.append(asyncio.create_task(self.balancer.run()))
         self.tasks.append(asyncio.create_task(self._keep_eg_running(api, config)))
 
     def _start_eg(self, api: ApiClient, config: dict[str, Any]) -> None:
@@ -137,63 +137,6 @@ class Stack:
                     raise RuntimeError(f"deployment {namespace}/{name} not ready after {timeout:.0f} s")
                 await asyncio.sleep(0.5)
 
-    # --- Gateways ------------------------------------------------------------------------------------
-    async def _gateways(self, api: ApiClient) -> None:
-        """Each Envoy Service EG makes gets a forward per port from 127.0.0.1 (the Gateway's port if free)."""
-        while True:
-            with contextlib.suppress(Exception):
-                await self._sync_gateways(api)
-            await asyncio.sleep(0.5)
-
-    async def _sync_gateways(self, api: ApiClient) -> None:
-        services = await asyncio.to_thread(
-            request_json,
-            api,
-            "GET",
-            resource_path("v1", "services", NAMESPACE),
-            [("labelSelector", OWNING_GATEWAY)],
-        )
-        lines = []
-        for service in services.get("items") or []:
-            labels = service["metadata"].get("labels") or {}
-            gateway = f"{labels.get(OWNING_GATEWAY_NS, 'default')}/{labels[OWNING_GATEWAY]}"
-            slices = await asyncio.to_thread(
-                request_json,
-                api,
-                "GET",
-                resource_path("discovery.k8s.io/v1", "endpointslices", NAMESPACE),
-                [("labelSelector", f"kubernetes.io/service-name={service['metadata']['name']}")],
-            )
-            addresses = dns.ready_addresses(slices)
-            for port in service["spec"].get("ports") or []:
-                if port.get("protocol", "TCP") != "TCP" or not addresses:
-                    continue
-                key = f"{gateway}:{port['port']}"
-                target = (addresses[0], int(port.get("targetPort") or port["port"]))
-                forward = self.forwards.get(key)
-                if forward is None:
-                    forward = network.Forward(self.host_netns, target, int(port["port"]))
-                    await forward.start()
-                    self.forwards[key] = forward
-                    log.info("gateway_forward", gateway=key, local_port=forward.local_port, target=target)
-                forward.retarget(target)
-                lines.append(f"GATEWAY {key} http://127.0.0.1:{forward.local_port}")
-            await self._set_lb_address(api, service)
-        if lines != self.gateway_lines:
-            self.gateway_lines = lines
-            tmp = self.state / "gateways.tmp"
-            tmp.write_text("".join(f"{line}\n" for line in lines))
-            tmp.replace(self.state / "gateways")
-
-    async def _set_lb_address(self, api: ApiClient, service: dict[str, Any]) -> None:
-        """Stands in for a load-balancer controller, so EG can report the Gateway's address."""
-        if service["spec"].get("type") != "LoadBalancer" or (service.get("status") or {}).get("loadBalancer"):
-            return
-        meta = service["metadata"]
-        body = {"status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}}
-        path = resource_path("v1", "services", meta["namespace"], meta["name"], "status")
-        await asyncio.to_thread(request_json, api, "PATCH", path, (), body, MERGE_PATCH)
-
     # --- stop ----------------------------------------------------------------------------------------
     async def stop(self) -> None:
         for task in self.tasks:
@@ -203,6 +146,8 @@ class Stack:
         if self.podlet is not None:
             await self.podlet.stop_all()
         await asyncio.to_thread(self.control.stop)
+        if self.balancer is not None:
+            await self.balancer.stop()
         for forward in self.forwards.values():
             await forward.stop()
 
