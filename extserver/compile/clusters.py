@@ -28,6 +28,7 @@ CONNECT_TIMEOUT_SECONDS = 10
 # Envoy's default circuit breakers (1024) overflow under inference load; effectively unlimited here.
 HIGH_THRESHOLD = 1_000_000
 HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+UPSTREAM_IDLE_TIMEOUT_SECONDS = 4  # below vLLM's keep-alive timeout (uvicorn's default, 5 s)
 OVERRIDE_HOST_POLICY = "envoy.load_balancing_policies.override_host"
 LEAST_REQUEST_POLICY = "envoy.load_balancing_policies.least_request"
 PICKER_HEALTH_INTERVAL_SECONDS = 5
@@ -85,6 +86,12 @@ def eds_cluster_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
     cluster.load_balancing_policy.CopyFrom(_override_host_policy())
     cluster.circuit_breakers.CopyFrom(_high_circuit_breakers())
     cluster.outlier_detection.CopyFrom(outlier_detection())
+    protocol = HttpProtocolOptions()
+    protocol.explicit_http_config.http_protocol_options.SetInParent()
+    # vLLM (uvicorn) closes a keep-alive connection after 5 s idle; a request Envoy sends on one just as it
+    # closes fails with "connection termination". Envoy closes its idle connections first.
+    protocol.common_http_protocol_options.idle_timeout.seconds = UPSTREAM_IDLE_TIMEOUT_SECONDS
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Pack(protocol, deterministic=True)
     return cluster
 
 
