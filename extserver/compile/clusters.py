@@ -185,6 +185,9 @@ def build_picker_cluster(pool: PoolPlan, options: CompileOptions) -> Cluster:
     protocol = HttpProtocolOptions()
     protocol.explicit_http_config.http2_protocol_options.CopyFrom(Http2ProtocolOptions())
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Pack(protocol, deterministic=True)
+    # A picker Pod that DNS no longer returns (rolled out, deleted) leaves at once: by default Envoy keeps a
+    # removed host until its health check fails three times, and FailClose requests to it answer 500.
+    cluster.ignore_health_on_host_removal = True
     check = HealthCheck()
     check.timeout.seconds = PICKER_HEALTH_TIMEOUT_SECONDS
     check.interval.seconds = PICKER_HEALTH_INTERVAL_SECONDS
