@@ -37,6 +37,16 @@ def eventually(check: Callable[[], T | None], timeout: float, what: str, interva
     raise AssertionError(f"{what} not within {timeout} s (last: {last!r})")
 
 
+class GatewayUrl:
+    """What tests.e2e_support.send_many needs of a gateway: its URL."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def url(self) -> str:
+        return self._url
+
+
 class RealStack:
     def __init__(self, state: Path, runtime_flags: tuple[str, ...] = ()) -> None:
         self.state = state

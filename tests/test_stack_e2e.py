@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.e2e_support import BASE_SAMPLE, LORA_SAMPLE, config_dump_weights, send_many
-from tests.stack_support import RealStack, eventually
+from tests.stack_support import GatewayUrl, RealStack, eventually
 
 pytestmark = pytest.mark.stack
 
@@ -30,14 +30,6 @@ LORA_BODY = {
 }
 QWQ_BODY = {"model": "qwq", "messages": [{"role": "user", "content": "你是谁?"}], "max_tokens": 8}
 GATEWAY = "default/inference-gateway:8081"
-
-
-class _Url:
-    def __init__(self, url: str) -> None:
-        self._url = url
-
-    def url(self) -> str:
-        return self._url
 
 
 @pytest.fixture
@@ -52,7 +44,7 @@ def _serving(stack: RealStack, body: dict[str, Any], path: str = "/v1/completion
     stack.kubectl("wait", *every)
 
     def answers() -> bool:
-        results = asyncio.run(send_many(_Url(url), body, 1, path=path))  # type: ignore[arg-type]
+        results = asyncio.run(send_many(GatewayUrl(url), body, 1, path=path))  # type: ignore[arg-type]
         return results.ok == 1
 
     eventually(answers, 120, f"{GATEWAY} answering {body['model']}", interval=0.5)
@@ -75,7 +67,7 @@ def test_the_lora_seed_applied_unchanged_splits_and_each_target_reaches_pods_tha
 ) -> None:
     stack.kubectl("apply", "-f", str(LORA_SAMPLE))
     url = _serving(stack, LORA_BODY)
-    results = asyncio.run(send_many(_Url(url), LORA_BODY, 2000, concurrency=32))  # type: ignore[arg-type]
+    results = asyncio.run(send_many(GatewayUrl(url), LORA_BODY, 2000, concurrency=32))  # type: ignore[arg-type]
     assert results.ok == 2000, results.errors[:5]
     assert set(results.models) == {"tweet-summary", "sql-lora"}
     assert abs(results.share("tweet-summary") - 0.5) <= 0.05
@@ -186,7 +178,7 @@ def test_the_base_model_seed_sends_each_target_only_to_its_deployment(stack: Rea
         stack.kubectl("apply", "-f", str(BASE_SAMPLE))
         url = _serving(stack, QWQ_BODY, "/v1/chat/completions")
         results = asyncio.run(
-            send_many(_Url(url), QWQ_BODY, 2000, path="/v1/chat/completions", concurrency=32)  # type: ignore[arg-type]
+            send_many(GatewayUrl(url), QWQ_BODY, 2000, path="/v1/chat/completions", concurrency=32)  # type: ignore[arg-type]
         )
         assert results.ok == 2000, results.errors[:5]
         assert set(results.models) == {"qwq-32b", "deepseek-r1"}, results.models
@@ -236,7 +228,7 @@ def test_a_deleted_pod_leaves_the_pickers_endpoints_within_a_second(stack: RealS
     try:
         eventually(lambda: len(_target_hosts(stack)) == 4, 30, "a fourth pod after scaling up")
         url = stack.gateway_url(GATEWAY)
-        results = asyncio.run(send_many(_Url(url), LORA_BODY, 200, concurrency=16))  # type: ignore[arg-type]
+        results = asyncio.run(send_many(GatewayUrl(url), LORA_BODY, 200, concurrency=16))  # type: ignore[arg-type]
         assert results.ok == 200 and len(results.servers) == 4, results.servers
     finally:
         stack.kubectl("scale", "deployment/vllm-llama2-7b-pool", "-n", "default", "--replicas=3")
@@ -272,7 +264,7 @@ def test_httproutes_reach_an_inference_pool_of_every_served_version(stack: RealS
         for pool in stack.get(plural, "-n", "default")["items"]:
             if pool["metadata"]["name"].startswith("pool-"):
                 assert any(c["type"] == "Accepted" and c["status"] == "True" for c in _conditions(pool)), pool
-    results = asyncio.run(send_many(_Url(stack.gateway_url(GATEWAY)), LORA_BODY, 50))  # type: ignore[arg-type]
+    results = asyncio.run(send_many(GatewayUrl(stack.gateway_url(GATEWAY)), LORA_BODY, 50))  # type: ignore[arg-type]
     assert results.ok == 50 and set(results.models) == {"tweet-summary", "sql-lora"}
 
 
@@ -291,7 +283,7 @@ def test_the_extension_server_and_the_picker_restarted_recover_on_their_own(
     _restart_deployment(stack, "envoy-gateway-system", "inference-extserver")
     # The restarted extension server still compiles: a weight change reaches Envoy.
     test_a_weight_change_by_kubectl_reaches_envoy_within_two_seconds(stack, tmp_path)
-    results = asyncio.run(send_many(_Url(url), LORA_BODY, 200, concurrency=16))  # type: ignore[arg-type]
+    results = asyncio.run(send_many(GatewayUrl(url), LORA_BODY, 200, concurrency=16))  # type: ignore[arg-type]
     assert results.ok == 200, results.errors[:5]
 
 
@@ -303,12 +295,12 @@ def test_envoy_keeps_its_config_while_envoy_gateway_is_away_and_takes_new_config
     pid = int((stack.state / "envoy-gateway.pid").read_text())
     os.kill(pid, signal.SIGSTOP)  # away: its xDS connections stay open but nothing answers
     try:
-        results = asyncio.run(send_many(_Url(url), LORA_BODY, 100))  # type: ignore[arg-type]
+        results = asyncio.run(send_many(GatewayUrl(url), LORA_BODY, 100))  # type: ignore[arg-type]
         assert results.ok == 100, results.errors[:5]
     finally:
         os.kill(pid, signal.SIGCONT)
     stack.restart_envoy_gateway()
-    results = asyncio.run(send_many(_Url(url), LORA_BODY, 100))  # type: ignore[arg-type]
+    results = asyncio.run(send_many(GatewayUrl(url), LORA_BODY, 100))  # type: ignore[arg-type]
     assert results.ok == 100, results.errors[:5]
     # Envoy reconnects to the new EG with its xDS backoff; from then on changes flow as before.
     stats = "/stats?filter=^control_plane.connected_state$"
@@ -328,7 +320,7 @@ def test_a_pod_that_turns_not_ready_leaves_the_pickers_endpoints_within_a_second
         eventually(
             lambda: f"{ip}:8000" not in _target_hosts(stack), 1.5, f"NotReady {ip} gone", interval=0.02
         )
-        results = asyncio.run(send_many(_Url(url), LORA_BODY, 50, concurrency=8))  # type: ignore[arg-type]
+        results = asyncio.run(send_many(GatewayUrl(url), LORA_BODY, 50, concurrency=8))  # type: ignore[arg-type]
         assert results.ok == 50 and f"{ip}:8000" not in results.servers
     finally:
         stack.post_in_node(control, {"fail": False})

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.e2e_support import LORA_SAMPLE, config_dump_weights, send_many
-from tests.stack_support import RealStack, eventually
+from tests.stack_support import GatewayUrl, RealStack, eventually
 
 pytestmark = pytest.mark.stack
 
@@ -23,14 +23,6 @@ LORA_BODY = {
     "max_tokens": 8,
 }
 GATEWAY = "default/inference-gateway:8081"
-
-
-class _Url:
-    def __init__(self, url: str) -> None:
-        self._url = url
-
-    def url(self) -> str:
-        return self._url
 
 
 def _listeners(dump: dict[str, Any]) -> list[str]:
@@ -65,7 +57,7 @@ def test_the_seed_works_with_eg_naming_listeners_by_port(v2_stack: RealStack, tm
     url = v2_stack.gateway_url(GATEWAY)
 
     def serving() -> bool:
-        results = asyncio.run(send_many(_Url(url), LORA_BODY, 20))  # type: ignore[arg-type]
+        results = asyncio.run(send_many(GatewayUrl(url), LORA_BODY, 20))  # type: ignore[arg-type]
         return results.ok == 20 and set(results.models) == {"tweet-summary", "sql-lora"}
 
     eventually(serving, 120, "the seed served with XDSNameSchemeV2", interval=0.5)
@@ -122,7 +114,7 @@ def test_merged_gateways_each_serve_their_pool_and_leave_the_seed_alone(real_sta
     plural = "inferencepools.inference.networking.x-k8s.io"
     for pool in ("merged-pool-a", "merged-pool-b"):
         eventually(lambda pool=pool: _accepted(real_stack, plural, pool), 30, f"{pool} Accepted=True")
-    results = asyncio.run(send_many(_Url(real_stack.gateway_url(GATEWAY)), LORA_BODY, 50))  # type: ignore[arg-type]
+    results = asyncio.run(send_many(GatewayUrl(real_stack.gateway_url(GATEWAY)), LORA_BODY, 50))  # type: ignore[arg-type]
     assert results.ok == 50 and set(results.models) == {"tweet-summary", "sql-lora"}
 
 

@@ -75,6 +75,16 @@ async def send(
     return models, pods, statuses
 
 
+async def until_interrupted() -> None:
+    """--keep: everything stays up until Ctrl-C (or SIGTERM)."""
+    print("running; Ctrl-C stops everything")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 def split_line(model: InferenceModel, models: collections.Counter[str]) -> str:
     total = sum(models.values()) or 1
     parts = [f"{t.name}={100.0 * models[t.name] / total:.1f}%" for t in model.weighted_targets()]
@@ -107,12 +117,7 @@ async def run(scenario: str, count: int, keep: bool) -> int:
         print(f"  picker metrics: curl {gw.picker_metrics_url}")
         print(f"  models:         curl {gw.url()}/v1/models")
         if keep:
-            print("running; Ctrl-C stops everything")
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
+            await until_interrupted()
     print(split_line(model, models), flush=True)
     return 0 if statuses.get(200, 0) == count else 1
 

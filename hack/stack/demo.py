@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-from hack.local_gateway.demo import REQUESTS, SAMPLES, inference_model, send, split_line
+from hack.local_gateway.demo import REQUESTS, SAMPLES, inference_model, send, split_line, until_interrupted
 from hack.realparts import binary, stack_version_line
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,11 +111,6 @@ async def _demo(scenario: str, count: int, keep: bool, state: Path) -> int:
     print(f"  logs:           {state / 'logs'}")
     print(stack_version_line())
     if keep:
-        print("running; Ctrl-C stops everything")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_interrupted()
     print(split_line(model, models), flush=True)
     return 0 if statuses.get(200, 0) == count else 1

