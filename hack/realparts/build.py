@@ -110,13 +110,16 @@ def _go_build(part: Part, out: Path) -> None:
     if part.wrapper_dir is None:
         with tempfile.TemporaryDirectory(prefix="realparts-") as gobin:
             env["GOBIN"] = gobin
-            cmd = ["go", "install", f"-ldflags={part.ldflags}", f"{part.package}@{part.version}"]
+            target = f"{part.package}@{part.version}"
+            cmd = ["go", "install", "-buildvcs=false", f"-ldflags={part.ldflags}", target]
             _log("$ " + " ".join(cmd))
             subprocess.run(cmd, check=True, env=env)
             built = Path(gobin) / part.package.rsplit("/", 1)[-1]
             shutil.move(str(built), out)
         return
-    cmd = ["go", "build", f"-ldflags={part.ldflags}", "-o", str(out), part.package]
+    # -buildvcs=false: the wrappers sit inside this repository, whose VCS state says nothing of the binary
+    # (and a clone owned by another user makes git refuse, failing the build).
+    cmd = ["go", "build", "-buildvcs=false", f"-ldflags={part.ldflags}", "-o", str(out), part.package]
     _log(f"$ (cd {part.wrapper_dir}) " + " ".join(cmd))
     subprocess.run(cmd, check=True, env=env, cwd=part.wrapper_dir)
 
