@@ -8,4 +8,4 @@ ensure_venv
 echo "== validating the samples"
 "$PY" -m api validate config/samples/*.yaml
 echo "== running the demo"
-PYTHONPATH=. exec "$PY" -m hack.local_gateway.demo "$@"
+PYTHONPATH=. exec "$PY" -m localgateway.demo "$@"

@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import yaml
 
-from hack.local_gateway.run import LocalGateway, LocalGatewayOptions
-from hack.ports import free_port
-from hack.sim import SERVER_HEADER
+from localgateway.run import LocalGateway, LocalGatewayOptions
+from simulator import SERVER_HEADER
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LORA_SAMPLE = ROOT / "config/samples/seed-lora-canary.yaml"

@@ -39,7 +39,7 @@ from api.contract import (
 )
 from extserver.compile.filters.lua import destination_code as destination_lua_code
 from extserver.compile.filters.usage import usage_lua_code
-from hack.local_gateway.envoy import EnvoyProcess
+from localgateway.envoy import EnvoyProcess
 
 
 @dataclass

@@ -15,8 +15,8 @@ import pytest
 from hack.bench import loadgen, workloads
 from hack.bench.loadgen import Record, percentile, summarize
 from hack.bench.routers import envoy_baseline_bootstrap, start_envoy_router
-from hack.local_gateway.pods import AddressAllocator, pods_from_deployments
-from hack.sim import SimFleet, SimServerConfig
+from localgateway.pods import AddressAllocator, pods_from_deployments
+from simulator import SimFleet, SimServerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import yaml
 
-from hack.local_gateway.run import LocalGateway
+from localgateway.run import LocalGateway
 from tests.e2e_support import (
     BASE_SAMPLE,
     LORA_SAMPLE,

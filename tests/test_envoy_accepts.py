@@ -28,9 +28,9 @@ from google.protobuf.json_format import MessageToJson
 
 from api.contract import HEADER_DESTINATION_ENDPOINT, METADATA_NAMESPACE, Role
 from extserver.compile import metadata, naming
-from hack.local_gateway.envoy import EnvoyProcess
-from hack.ports import free_port
+from localgateway.envoy import EnvoyProcess
 from tests.compile_cases import run_case
+from tests.ports import free_port
 
 # Cases with one Gateway each (two Gateways on one port cannot share one Envoy: that is EG's per-IR split).
 CASES = [

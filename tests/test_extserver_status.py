@@ -34,9 +34,9 @@ from extserver.hooks import (
     StatusReport,
     condition_updates,
 )
-from hack.ports import free_port
 from tests.compile_cases import compile_inputs, load_objects
 from tests.k8s_fake_server import FakeKubeApi, model_v1alpha2, pool_v1alpha2
+from tests.ports import free_port
 
 GATEWAY: dict[str, Any] = {
     "apiVersion": "gateway.networking.k8s.io/v1",

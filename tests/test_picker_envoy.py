@@ -18,7 +18,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from api.contract import ACCESS_LOG_FLUSH_SECONDS, HEADER_DESTINATION_ENDPOINT
 from api.sources.files import FileSource
-from hack.ports import common_free_port, free_port
 from picker.server import PickerConfig, PickerServer
 from tests.picker_envoy_support import (
     FakeModelServer,
@@ -27,6 +26,7 @@ from tests.picker_envoy_support import (
     stop_envoy,
     write_envoy_config,
 )
+from tests.ports import common_free_port, free_port
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),

@@ -10,10 +10,10 @@ import pytest_asyncio
 from aiohttp import web
 
 from api.sources.store import ObjectStore
-from hack.ports import free_port
 from picker.datastore import Datastore, EndpointState
 from picker.scheduling.types import ServedModels
 from picker.scrape import ScrapeConfig, Scraper
+from tests.ports import free_port
 
 NS = "default"
 

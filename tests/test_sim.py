@@ -1,4 +1,4 @@
-"""The model-server simulator (hack/sim) over real HTTP: vLLM shapes, batching, LoRA slots, controls."""
+"""The model-server simulator (simulator) over real HTTP: vLLM shapes, batching, LoRA slots, controls."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hack.ports import common_free_port
-from hack.sim import (
+from simulator import (
     SERVER_HEADER,
     SimFleet,
     SimServer,
     SimServerConfig,
     load_fleet_config,
 )
-from hack.sim.__main__ import build_fleet
+from simulator.__main__ import build_fleet
+from tests.ports import common_free_port
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sim"
 WAIT_S = 15.0  # upper bound for polling a state to appear; never asserted as a timing
@@ -603,7 +603,7 @@ async def test_cli_process_serves_until_terminated(http: aiohttp.ClientSession) 
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hack.sim", "--port", str(port), "--served-model-name", "tiny",
+        sys.executable, "-m", "simulator", "--port", str(port), "--served-model-name", "tiny",
         stdout=asyncio.subprocess.PIPE,
         cwd=Path(__file__).parent.parent,
     )  # fmt: skip

@@ -24,7 +24,7 @@ def test_the_lora_seed_runs_the_simulator_with_its_adapters() -> None:
     (container,) = _containers(SAMPLES / "seed-lora-canary.yaml")
     plan = runners.plan(container)
     argv = list(plan.argv)
-    assert argv[:3] == [sys.executable, "-m", "hack.sim"]
+    assert argv[:3] == [sys.executable, "-m", "simulator"]
     assert argv[argv.index("--port") + 1] == "8000"
     assert argv[argv.index("--max-loras") + 1] == "10"
     adapters = argv[argv.index("--lora-modules") + 1 :]

@@ -26,8 +26,8 @@ from google.protobuf.json_format import MessageToDict
 from api.contract import USAGE_METADATA_NAMESPACE, UsageMetadataKey
 from extserver.compile import naming
 from extserver.compile.filters.usage import build_usage_filter, enable_on_route
-from hack.local_gateway.envoy import envoy_binary
-from hack.ports import free_port
+from localgateway.envoy import envoy_binary
+from tests.ports import free_port
 
 STARTUP_SECONDS = 30.0
 PAUSE_SECONDS = 0.03  # between SSE writes: long enough that Envoy reads them as separate chunks

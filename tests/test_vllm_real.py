@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from hack.ports import common_free_port
 from hack.vllm.server import LOCAL_HTTP, VllmServer, start_all
 from hack.vllm.setup import ADAPTER_NAMES, TinyModel, ensure_tiny_model, ensure_vllm
 from picker.modelserver.parse import parse_metrics, parse_models
+from tests.ports import common_free_port
 
 pytestmark = pytest.mark.vllm
 
@@ -319,7 +319,7 @@ spec:
 async def test_lora_canary_through_the_gateway(vllm_pair: VllmPair, tmp_path: Any) -> None:
     import aiohttp
 
-    from hack.local_gateway.run import LocalGateway
+    from localgateway.run import LocalGateway
     from tests.e2e_support import gateway_options, send_many
 
     manifest = tmp_path / "tiny.yaml"

@@ -36,9 +36,9 @@ import aiohttp  # noqa: E402
 
 from hack.bench.loadgen import percentile  # noqa: E402
 from hack.bench.workloads import WORKLOADS, FleetSettings  # noqa: E402
-from hack.local_gateway.envoy import EnvoyProcess  # noqa: E402
-from hack.local_gateway.processes import ManagedProcess  # noqa: E402
-from hack.ports import free_port  # noqa: E402
+from localgateway.envoy import EnvoyProcess  # noqa: E402
+from localgateway.ports import free_port  # noqa: E402
+from localgateway.processes import ManagedProcess  # noqa: E402
 
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 CHAIN_FORMAT = "%COMMON_DURATION(DS_RX_END:US_TX_BEG:us)% %RESPONSE_CODE%\n"

@@ -47,9 +47,9 @@ import orjson  # noqa: E402
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep  # noqa: E402
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc  # noqa: E402
 
-from hack.local_gateway.envoy import EnvoyProcess  # noqa: E402
-from hack.local_gateway.processes import ManagedProcess  # noqa: E402
-from hack.ports import common_free_port, free_port  # noqa: E402
+from localgateway.envoy import EnvoyProcess  # noqa: E402
+from localgateway.ports import common_free_port, free_port  # noqa: E402
+from localgateway.processes import ManagedProcess  # noqa: E402
 from picker.handlers.extproc import mutations  # noqa: E402
 
 PYTHON = sys.executable

@@ -253,7 +253,7 @@ def render_markdown(document: dict[str, Any], images: Sequence[str]) -> str:
         f"- mode `{document['mode']}`: loads {', '.join(f'{x:.0%}' for x in m['loads'])} of measured capacity, "
         f"{m['duration']:.0f} s of arrivals per run (the first {m['warmup']:.1f} s left out of the stats), seed {m['seed']}; "
         f"whole run took {document['elapsed_s'] / 60:.1f} min",
-        f"- simulated servers (`hack/sim`, H100 latency model of docs/model-server-latency.md): max_num_seqs {fleet['max_num_seqs']}, "
+        f"- simulated servers (`simulator`, H100 latency model of docs/model-server-latency.md): max_num_seqs {fleet['max_num_seqs']}, "
         f"KV cache {fleet['kv_cache_tokens']:,} tokens (also the prefix-cache size), max_loras {fleet['max_loras']}, "
         f"LoRA load {fleet['lora_load_ms']:.0f} ms, time_scale {fleet['time_scale']} "
         f"(simulated time runs {fleet['time_scale']}x slower than real time, never faster; all times above are "

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hack.bench.workloads import SERVICE_HEADER
-from hack.local_gateway.envoy import EnvoyProcess
-from hack.ports import free_port
+from localgateway.envoy import EnvoyProcess
+from localgateway.ports import free_port
 
 ROUTERS_VENV = Path(os.environ.get("BENCH_ROUTERS_VENV", str(Path.home() / ".cache" / "bench-routers-venv")))
 ENVOY_POLICIES = {"round_robin": "ROUND_ROBIN", "least_request": "LEAST_REQUEST", "random": "RANDOM"}
@@ -250,7 +250,7 @@ async def start_external_router(
 class PickerRouter:
     """The local gateway (it owns the simulated fleet; baselines reuse `gateway.fleet`)."""
 
-    gateway: Any  # hack.local_gateway.run.LocalGateway
+    gateway: Any  # localgateway.run.LocalGateway
     name: str = "picker"
     direct: bool = False
 
@@ -309,7 +309,7 @@ def _get(url: str) -> None:
 
 
 def envoy_available() -> bool:
-    from hack.local_gateway.envoy import envoy_binary
+    from localgateway.envoy import envoy_binary
 
     try:
         return bool(shutil.which(envoy_binary()) or Path(envoy_binary()).exists())

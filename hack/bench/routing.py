@@ -65,9 +65,9 @@ from hack.bench.workloads import (  # noqa: E402
     manifests,
     services,
 )
-from hack.ports import free_port  # noqa: E402
-from hack.sim import SimFleet, SimServerConfig  # noqa: E402
-from hack.sim.latency import decode_step_ms, prefill_ms  # noqa: E402
+from localgateway.ports import free_port  # noqa: E402
+from simulator import SimFleet, SimServerConfig  # noqa: E402
+from simulator.latency import decode_step_ms, prefill_ms  # noqa: E402
 
 MAX_OVERHEAD_FRACTION = 0.02  # the picker's real overhead must stay under 2% of TTFT
 SATURATED_MACHINE_BUSY = 0.97
@@ -359,7 +359,7 @@ async def overhead_probe(workload: Workload, routers: Sequence[Router], count: i
 
 def local_gateway(workload: Workload, fleet: FleetSettings, work_dir: Path) -> Any:
     """The local gateway (not started) serving `workload` from its manifests, on a simulated fleet."""
-    from hack.local_gateway.run import LocalGateway, LocalGatewayOptions
+    from localgateway.run import LocalGateway, LocalGatewayOptions
 
     manifest_path = work_dir / "manifests.yaml"
     manifest_path.write_text(yaml.safe_dump_all(manifests(workload, fleet)))

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from hack.local_gateway.processes import ManagedProcess
 from hack.realparts import binary
 from hack.stack import network
 from hack.stack.pki import Authority, service_account_key
+from localgateway.processes import ManagedProcess
 
 APISERVER_PORT = 6443
 SERVICE_CIDR = "10.96.0.0/16"

@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from hack.local_gateway.demo import REQUESTS, SAMPLES, inference_model, send, split_line, until_interrupted
 from hack.realparts import binary, stack_version_line
+from localgateway.demo import REQUESTS, SAMPLES, inference_model, send, split_line, until_interrupted
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "hack" / "stack.sh"

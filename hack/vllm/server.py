@@ -23,8 +23,8 @@ from collections import deque
 from pathlib import Path
 from types import TracebackType
 
-from hack.ports import free_port
 from hack.vllm.setup import LORA_RANK, VllmEnv, ensure_tiny_model, ensure_vllm, offline_env
+from localgateway.ports import free_port
 
 STARTUP_TIMEOUT_S = 240.0
 STOP_GRACE_S = 15.0

@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from hack.sim.config import FleetConfig, SimServerConfig
-from hack.sim.server import SimServer
+from simulator.config import FleetConfig, SimServerConfig
+from simulator.server import SimServer
 
 
 class SimFleet:

@@ -1,4 +1,4 @@
-"""CLI: `python -m hack.sim [vLLM-like flags]` (one server); `python -m hack.sim fleet --config F` (many)."""
+"""CLI: `python -m simulator [vLLM-like flags]` (one server); `... fleet --config F` (many)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from hack.sim.config import SimServerConfig, load_fleet_config, parse_lora_modules
-from hack.sim.fleet import SimFleet, run_forever
-from hack.sim.latency import H100_KV_CACHE_TOKENS, LORA_LOAD_MS
+from simulator.config import SimServerConfig, load_fleet_config, parse_lora_modules
+from simulator.fleet import SimFleet, run_forever
+from simulator.latency import H100_KV_CACHE_TOKENS, LORA_LOAD_MS
 
 
 def _server_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hack.sim", description="A simulated vLLM server.")
+    p = argparse.ArgumentParser(prog="python -m simulator", description="A simulated vLLM server.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model", default=None, help="model path shown as `root` in /v1/models")
@@ -38,7 +38,7 @@ def _server_parser() -> argparse.ArgumentParser:
 
 
 def _fleet_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hack.sim fleet", description="Many simulated servers.")
+    p = argparse.ArgumentParser(prog="python -m simulator fleet", description="Many simulated servers.")
     p.add_argument("--config", required=True, help="fleet YAML (defaults:, servers:, admin:)")
     p.add_argument("--admin", default=None, metavar="HOST:PORT", help="fleet admin endpoint (overrides YAML)")
     return p

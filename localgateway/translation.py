@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +12,14 @@ from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
+from api.contract import picker_service_host
 from api.egextension.service_pb2_grpc import EnvoyGatewayExtensionStub
+from api.model import InferencePool
 from api.yamlio import load_documents
 from extserver.eg.call_order import run_hooks_via
 from extserver.eg.standin import build_eg_xds_by_gateway
-from hack.local_gateway.ads import TYPE_CLUSTER, TYPE_LISTENER, TYPE_ROUTE, AdsServer
-from hack.local_gateway.localize import HostMap, localize_clusters, localize_listeners
+from localgateway.ads import TYPE_CLUSTER, TYPE_LISTENER, TYPE_ROUTE, AdsServer
+from localgateway.localize import HostMap, localize_clusters, localize_listeners
 
 log = structlog.get_logger("local-gateway")
 
@@ -33,6 +35,26 @@ def load_manifests(paths: Sequence[Path]) -> list[dict[str, Any]]:
         for file in files:
             objects.extend(load_documents(file))
     return objects
+
+
+def picker_hosts(pools: Iterable[InferencePool], local: tuple[str, int]) -> dict[str, tuple[str, int]]:
+    """Every pool's picker Service ("host:port" as compiled) resolves to the one local picker."""
+    return {f"{picker_service_host(p.picker.name, p.meta.namespace)}:{p.picker.port}": local for p in pools}
+
+
+def publish_localized(
+    ads: AdsServer,
+    clusters: list[Cluster],
+    listeners: list[Listener],
+    routes: list[RouteConfiguration],
+    hosts: HostMap,
+    ports: Mapping[int, tuple[str, int]],
+) -> int:
+    """Localize compiled xDS in place (Service names and listener ports to loopback) and publish it over
+    ADS; returns the version published."""
+    localize_clusters(clusters, hosts)
+    localize_listeners(listeners, ports)
+    return ads.publish({TYPE_CLUSTER: clusters, TYPE_LISTENER: listeners, TYPE_ROUTE: routes})
 
 
 class Translator:
@@ -77,9 +99,7 @@ class Translator:
             listeners.extend(result.listeners)
             routes.extend(result.routes)
             clusters.extend(result.clusters)
-        localize_clusters(clusters, self._hosts)
-        localize_listeners(listeners, self._ports)
-        return self._ads.publish({TYPE_CLUSTER: clusters, TYPE_LISTENER: listeners, TYPE_ROUTE: routes})
+        return publish_localized(self._ads, clusters, listeners, routes, self._hosts, self._ports)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -1,4 +1,4 @@
-"""`python -m hack.local_gateway --manifests DIR`: run the local gateway until Ctrl-C."""
+"""`python -m localgateway --manifests DIR`: run the local gateway until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from hack.local_gateway.run import LocalGateway, LocalGatewayOptions
+from localgateway.run import LocalGateway, LocalGatewayOptions
 
 
 def _port_pair(text: str) -> tuple[int, int]:
@@ -36,7 +36,7 @@ async def run(options: LocalGatewayOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hack.local_gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m localgateway", description=__doc__)
     parser.add_argument("--manifests", type=Path, nargs="+", action="extend", required=True)
     parser.add_argument(
         "--port",

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from hack.sim.engine import EngineConfig
-from hack.sim.latency import H100_KV_CACHE_TOKENS, LORA_LOAD_MS
+from simulator.engine import EngineConfig
+from simulator.latency import H100_KV_CACHE_TOKENS, LORA_LOAD_MS
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Free TCP ports for local runs and tests (asked from the OS, never fixed numbers)."""
+"""Free TCP ports for local runs, benchmarks and tests (asked from the OS, never fixed numbers)."""
 
 from __future__ import annotations
 

@@ -13,11 +13,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from hack.sim.config import SimServerConfig
-from hack.sim.engine import Engine, Sequence
-from hack.sim.latency import count_tokens
-from hack.sim.metrics import LoraInfoSeries, MetricsRenderer, MetricsView, view_of
-from hack.sim.openai_api import (
+from simulator.config import SimServerConfig
+from simulator.engine import Engine, Sequence
+from simulator.latency import count_tokens
+from simulator.metrics import LoraInfoSeries, MetricsRenderer, MetricsView, view_of
+from simulator.openai_api import (
     ApiError,
     InferenceRequest,
     Kind,
@@ -30,9 +30,9 @@ from hack.sim.openai_api import (
     not_found_model,
     parse_request,
 )
-from hack.sim.prefix_cache import prompt_block_hashes
+from simulator.prefix_cache import prompt_block_hashes
 
-log = structlog.get_logger("hack.sim")
+log = structlog.get_logger("simulator")
 
 SERVER_HEADER = "x-sim-server"
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -18,10 +18,10 @@ import structlog
 
 from api.model import InferenceModel
 from api.parse import owns, parse_object
-from hack.local_gateway.run import LocalGateway, LocalGatewayOptions
-from hack.local_gateway.translation import load_manifests
-from hack.ports import free_port
-from hack.sim import SERVER_HEADER
+from localgateway.ports import free_port
+from localgateway.run import LocalGateway, LocalGatewayOptions
+from localgateway.translation import load_manifests
+from simulator import SERVER_HEADER
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = {

@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 import xxhash
 
-from hack.sim.latency import CHARS_PER_TOKEN
+from simulator.latency import CHARS_PER_TOKEN
 
 
 def prompt_block_hashes(prompt: bytes, block_tokens: int, salt: str = "") -> list[int]:

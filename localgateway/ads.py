@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 
+import grpc
 import structlog
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
@@ -130,3 +131,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             self.acked_version = max(self.acked_version, self._snapshot.version)
             self._acked.set()
             self._acked = asyncio.Event()
+
+
+async def serve_ads(ads: AdsServer, port: int, host: str = "127.0.0.1") -> grpc.aio.Server:
+    """A started gRPC server answering Envoy's ADS stream from `ads` on host:port."""
+    server = grpc.aio.server()
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    return server

@@ -16,8 +16,8 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from hack.sim.latency import LORA_LOAD_MS, decode_step_ms, prefill_ms
-from hack.sim.prefix_cache import PrefixCache
+from simulator.latency import LORA_LOAD_MS, decode_step_ms, prefill_ms
+from simulator.prefix_cache import PrefixCache
 
 # Time-to-first-token histogram buckets (seconds), as vLLM exports them.
 TTFT_BUCKETS = (

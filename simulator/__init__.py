@@ -11,18 +11,18 @@ servers at runtime via `POST /sim/control` or the Python methods on SimServer, a
 from `GET /sim/stats`. Every answer carries `x-sim-server: <name or host:port>`. TTFT in /metrics
 is wall-clock (scaled) time.
 
-    python -m hack.sim --host 127.0.0.2 --port 8000 --served-model-name llama2-7b \
+    python -m simulator --host 127.0.0.2 --port 8000 --served-model-name llama2-7b \
         --lora-modules sql-lora=/x tweet-summary=/y --max-loras 4 --time-scale 0.1
-    python -m hack.sim fleet --config fleet.yaml [--admin 127.0.0.1:9100]
+    python -m simulator fleet --config fleet.yaml [--admin 127.0.0.1:9100]
 
     async with SimFleet([SimServerConfig(host="127.0.0.2", port=8000, served_model_name="qwq-32b")]) as fleet:
         fleet.servers[0].set_slowdown(5.0)
 """
 
-from hack.sim.config import FleetConfig, SimServerConfig, load_fleet_config, parse_lora_modules
-from hack.sim.engine import Engine, EngineConfig
-from hack.sim.fleet import SimFleet
-from hack.sim.server import SERVER_HEADER, SimServer
+from simulator.config import FleetConfig, SimServerConfig, load_fleet_config, parse_lora_modules
+from simulator.engine import Engine, EngineConfig
+from simulator.fleet import SimFleet
+from simulator.server import SERVER_HEADER, SimServer
 
 __all__ = [
     "SERVER_HEADER",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from hack.sim.engine import TTFT_BUCKETS, EngineCounters, EngineSnapshot
+from simulator.engine import TTFT_BUCKETS, EngineCounters, EngineSnapshot
 
 LORA_SERIES_KEPT = 64  # vLLM never drops old lora_requests_info series; cap them so memory stays bounded
 

@@ -24,19 +24,18 @@ import structlog
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from api.contract import picker_service_host
 from api.errors import ValidationError
 from api.model import InferencePool
 from api.parse import owns, parse_object
 from extserver.eg.facts import container_port
 from extserver.eg.standin import build_eg_xds_by_gateway
-from hack.local_gateway.ads import AdsServer
-from hack.local_gateway.envoy import EnvoyProcess, ads_bootstrap
-from hack.local_gateway.pods import AddressAllocator, LocalPod, pods_from_deployments
-from hack.local_gateway.processes import ManagedProcess
-from hack.local_gateway.translation import Translator, load_manifests
-from hack.ports import free_port
-from hack.sim import SimFleet, SimServerConfig
+from localgateway.ads import AdsServer, serve_ads
+from localgateway.envoy import EnvoyProcess, ads_bootstrap
+from localgateway.pods import AddressAllocator, LocalPod, pods_from_deployments
+from localgateway.ports import free_port
+from localgateway.processes import ManagedProcess
+from localgateway.translation import Translator, load_manifests, picker_hosts
+from simulator import SimFleet, SimServerConfig
 
 log = structlog.get_logger("local-gateway")
 
@@ -218,12 +217,7 @@ class LocalGateway:
         await self._wait_health(f"127.0.0.1:{self.ports['picker_health']}", "readiness", timeout, self.picker)
 
     async def _start_ads(self) -> None:
-        from envoy.service.discovery.v3 import ads_pb2_grpc
-
-        self._grpc_server = grpc.aio.server()
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, self._grpc_server)
-        self._grpc_server.add_insecure_port(f"127.0.0.1:{self.ports['ads']}")
-        await self._grpc_server.start()
+        self._grpc_server = await serve_ads(self.ads, self.ports["ads"])
 
     def _pools(self, objects: Sequence[dict[str, object]]) -> list[InferencePool]:
         pools = []
@@ -237,11 +231,7 @@ class LocalGateway:
 
     def _picker_hosts(self, objects: Sequence[dict[str, object]]) -> dict[str, tuple[str, int]]:
         """Every pool's picker Service resolves to the one local picker."""
-        local = ("127.0.0.1", self.ports["picker"])
-        return {
-            f"{picker_service_host(p.picker.name, p.meta.namespace)}:{p.picker.port}": local
-            for p in self._pools(objects)
-        }
+        return picker_hosts(self._pools(objects), ("127.0.0.1", self.ports["picker"]))
 
     def _listener_ports(self, objects: Sequence[dict[str, object]]) -> dict[int, tuple[str, int]]:
         mapping: dict[int, tuple[str, int]] = {}
