@@ -55,17 +55,17 @@ def compile_inputs(objects: Sequence[Mapping[str, Any]]) -> tuple[CompileInputs,
     return CompileInputs(tuple(pools), tuple(models)), invalid
 
 
-def apply_hooks(eg: EgXds, inputs: CompileInputs) -> None:
+def apply_hooks(eg: EgXds, inputs: CompileInputs, options: CompileOptions = OPTIONS) -> None:
     """Run the Route and Cluster hooks EG would call, in EG's order, in place."""
     for call in eg.hook_calls:
         if isinstance(call, RouteHookCall):
             route = find_route(eg, call)
-            new = patch_route(route, call.extension_resources, call.hostnames, inputs, OPTIONS)
+            new = patch_route(route, call.extension_resources, call.hostnames, inputs, options)
             if new is not None:
                 route.CopyFrom(new)
         elif isinstance(call, ClusterHookCall):
             cluster = find_cluster(eg, call.cluster_name)
-            new_cluster = patch_cluster(cluster, call.backend_extension_resources, inputs, OPTIONS)
+            new_cluster = patch_cluster(cluster, call.backend_extension_resources, inputs, options)
             if new_cluster is not None:
                 cluster.CopyFrom(new_cluster)
 

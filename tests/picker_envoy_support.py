@@ -1,45 +1,35 @@
-"""Test plumbing for the picker behind real Envoy: fake vLLM-shaped upstreams and a minimal Envoy config.
+"""Test plumbing for the picker behind real Envoy: fake vLLM-shaped upstreams and Envoy on compiled xDS.
 
-The Envoy config mirrors the compiled shape (docs/xds.md) with only what the picker needs: header
-strip, json_to_metadata, ext_proc, destination Lua, usage Lua, router, the gRPC access log back to
-the picker;
-weighted target clusters with EDS from the picker over google_grpc and override_host with a
-least_request fallback, delivered dynamically (CDS/LDS files).
+Envoy's config is what the extension server compiles (`compile_translation` after EG's hooks, on the
+EG stand-in's xDS for a Gateway with one HTTPRoute to the pools), localized and served over ADS the way
+the local gateway does it (localgateway/translation.py): no second, hand-written copy of the shape.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import orjson
 from aiohttp import web
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
-from api.contract import (
-    ACCESS_LOG_FLUSH_SECONDS,
-    ACCESS_LOG_NAME,
-    BODY_METADATA_NAMESPACE,
-    BODY_MODEL_KEY,
-    CLIENT_STRIPPED_HEADERS,
-    EXT_PROC_MESSAGE_TIMEOUT_SECONDS,
-    HEADER_DESTINATION_ENDPOINT,
-    LB_METADATA_NAMESPACE,
-    METADATA_NAMESPACE,
-    PICKER_METADATA_NAMESPACE,
-    REQUEST_ATTRIBUTES,
-    EdsResource,
-    ExtProcMode,
-    MetadataKey,
-    PickerMetadataKey,
-    Role,
-)
-from extserver.compile.filters.lua import destination_code as destination_lua_code
-from extserver.compile.filters.usage import usage_lua_code
-from localgateway.envoy import EnvoyProcess
+from api.contract import HEADER_DESTINATION_ENDPOINT, MetadataKey, Role
+from extserver.compile import CompileOptions, compile_translation, metadata
+from extserver.eg.facts import container_port
+from extserver.eg.standin import build_eg_xds_by_gateway
+from localgateway.ads import AdsServer, serve_ads
+from localgateway.envoy import EnvoyProcess, ads_bootstrap
+from localgateway.translation import picker_hosts, publish_localized
+from tests.compile_cases import OPTIONS, apply_hooks, compile_inputs
+from tests.ports import free_port
 
 
 @dataclass
@@ -124,367 +114,152 @@ class FakeModelServer:
         )
 
 
-# --- Envoy config -------------------------------------------------------------------------------
+# --- Envoy on compiled xDS ---------------------------------------------------------------------
+
+GATEWAY = "gw"
+GATEWAY_PORT = 8081
+ROUTE = "pools"
 
 
-def _eds_cluster(resource: EdsResource, picker_port: int, metadata: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-        "name": resource.name,
-        "type": "EDS",
-        "connect_timeout": "1s",
-        "eds_cluster_config": {
-            "service_name": resource.name,
-            "eds_config": {
-                "resource_api_version": "V3",
-                "initial_fetch_timeout": "3s",
-                "api_config_source": {
-                    "api_type": "GRPC",
-                    "transport_api_version": "V3",
-                    "grpc_services": [
-                        {
-                            "google_grpc": {
-                                "target_uri": f"127.0.0.1:{picker_port}",
-                                "stat_prefix": "picker_eds",
-                            }
-                        }
-                    ],
-                },
+def gateway_objects(
+    namespace: str, pools: Sequence[str], pool_header: str = "x-test-pool"
+) -> list[dict[str, Any]]:
+    """A Gateway and one HTTPRoute to the pools: requests go to the pool named by header `pool_header`,
+    others to the first pool (EG orders the header rules first)."""
+    backend = {"group": "inference.networking.x-k8s.io", "kind": "InferencePool"}
+    rules: list[dict[str, Any]] = [
+        {
+            "matches": [
+                {
+                    "path": {"type": "PathPrefix", "value": "/"},
+                    "headers": [{"name": pool_header, "value": pool}],
+                }
+            ],
+            "backendRefs": [{**backend, "name": pool}],
+        }
+        for pool in pools[1:]
+    ]
+    rules.append(
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [{**backend, "name": pools[0]}],
+        }
+    )
+    controller = "gateway.envoyproxy.io/gatewayclass-controller"
+    return [
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": "eg"},
+            "spec": {"controllerName": controller},
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": GATEWAY, "namespace": namespace},
+            "spec": {
+                "gatewayClassName": "eg",
+                "listeners": [{"name": "http", "protocol": "HTTP", "port": GATEWAY_PORT}],
             },
         },
-        "load_balancing_policy": {
-            "policies": [
-                {
-                    "typed_extension_config": {
-                        "name": "envoy.load_balancing_policies.override_host",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies."
-                            "override_host.v3.OverrideHost",
-                            "override_host_sources": [
-                                {"header": HEADER_DESTINATION_ENDPOINT},
-                                {
-                                    "metadata": {
-                                        "key": LB_METADATA_NAMESPACE,
-                                        "path": [{"key": HEADER_DESTINATION_ENDPOINT}],
-                                    }
-                                },
-                            ],
-                            "fallback_policy": {
-                                "policies": [
-                                    {
-                                        "typed_extension_config": {
-                                            "name": "envoy.load_balancing_policies.least_request",
-                                            "typed_config": {
-                                                "@type": "type.googleapis.com/envoy.extensions."
-                                                "load_balancing_policies.least_request.v3.LeastRequest"
-                                            },
-                                        }
-                                    }
-                                ]
-                            },
-                        },
-                    }
-                }
-            ]
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": ROUTE, "namespace": namespace},
+            "spec": {"parentRefs": [{"name": GATEWAY}], "rules": rules},
         },
-        "metadata": {"filter_metadata": {METADATA_NAMESPACE: metadata}},
-    }
+    ]
 
 
-def _pool_md(ns: str, pool: str, role: str, target: str | None = None) -> dict[str, Any]:
-    md = {MetadataKey.ROLE: role, MetadataKey.POOL_NAMESPACE: ns, MetadataKey.POOL_NAME: pool}
-    if target is not None:
-        md[MetadataKey.TARGET_MODEL] = target
-    return md
+@dataclass
+class CompiledXds:
+    clusters: list[Cluster]
+    listeners: list[Listener]
+    routes: list[RouteConfiguration]
+
+    def catch_all_cluster(self, pool: str) -> str:
+        """The cluster of the HTTPRoute rule to `pool` (EG's, patched by the Cluster hook)."""
+        return next(
+            c.name
+            for c in self.clusters
+            if metadata.role(c.metadata) == Role.BACKEND_REF
+            and metadata.string_field(c.metadata, MetadataKey.POOL_NAME) == pool
+        )
 
 
-@dataclass(frozen=True)
-class ModelRoute:
-    """An InferenceModel as a route: body model -> weighted target clusters of one pool."""
+def compile_xds(objects: Sequence[Mapping[str, Any]], options: CompileOptions = OPTIONS) -> CompiledXds:
+    """EG's xDS for every Gateway after EG's hooks and the Translation hook's compile, as EG would send it."""
+    inputs, invalid = compile_inputs(objects)
+    assert not invalid, invalid
+    out = CompiledXds([], [], [])
+    for eg in build_eg_xds_by_gateway(objects).values():
+        apply_hooks(eg, inputs, options)
+        compiled = compile_translation(eg.clusters, eg.listeners, eg.routes, inputs, options)
+        assert not compiled.problems, compiled.problems
+        out.clusters.extend(compiled.clusters)
+        out.listeners.extend(compiled.listeners)
+        out.routes.extend(compiled.routes)
+    return out
 
-    pool: str
-    model: str
-    targets: tuple[tuple[str, int], ...]
-    criticality: str = "Standard"
+
+@dataclass
+class CompiledEnvoy:
+    """Envoy fed the compiled xDS over ADS, as the local gateway runs it."""
+
+    envoy: EnvoyProcess
+    ads_server: grpc.aio.Server
+    xds: CompiledXds
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.envoy.stop)
+        await self.ads_server.stop(grace=0)
 
 
-def write_envoy_config(
-    directory: Path,
+async def start_compiled_envoy(
+    objects: Sequence[Mapping[str, Any]],
     *,
     listener_port: int,
     admin_port: int,
     picker_port: int,
-    namespace: str,
-    pools: list[str],
-    model_routes: list[ModelRoute],
-    pool_header: str = "x-test-pool",
-) -> Path:
-    """Bootstrap + cds.json + lds.json; returns the bootstrap path. Unmatched models go to the
-    catch-all cluster of the pool named by header `pool_header` (default: the first pool)."""
-    clusters: list[dict[str, Any]] = []
-    for pool in pools:
-        clusters.append(
-            _eds_cluster(EdsResource(namespace, pool), picker_port, _pool_md(namespace, pool, Role.CATCH_ALL))
-        )
-    for mr in model_routes:
-        for target, _ in mr.targets:
-            res = EdsResource(namespace, mr.pool, target)
-            if not any(c["name"] == res.name for c in clusters):
-                clusters.append(
-                    _eds_cluster(res, picker_port, _pool_md(namespace, mr.pool, Role.TARGET, target))
-                )
-    clusters.append(
-        {
-            "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-            "name": "picker",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            # As compiled: gRPC health ("" service) against the ext_proc port itself.
-            "health_checks": [
-                {
-                    "timeout": "1s",
-                    "interval": "1s",
-                    "unhealthy_threshold": 3,
-                    "healthy_threshold": 1,
-                    "grpc_health_check": {},
-                }
-            ],
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}},
-                }
-            },
-            "load_assignment": {
-                "cluster_name": "picker",
-                "endpoints": [
-                    {
-                        "lb_endpoints": [
-                            {
-                                "endpoint": {
-                                    "address": {
-                                        "socket_address": {"address": "127.0.0.1", "port_value": picker_port}
-                                    }
-                                }
-                            }
-                        ]
-                    }
-                ],
-            },
-        }
-    )
-    routes: list[dict[str, Any]] = []
-    for mr in model_routes:
-        routes.append(
-            {
-                "name": f"inference/{namespace}/{mr.model}",
-                "match": {
-                    "prefix": "/",
-                    "dynamic_metadata": [
-                        {
-                            "filter": BODY_METADATA_NAMESPACE,
-                            "path": [{"key": BODY_MODEL_KEY}],
-                            "value": {"string_match": {"exact": mr.model}},
-                        }
-                    ],
-                },
-                "route": {
-                    "weighted_clusters": {
-                        "clusters": [
-                            {"name": EdsResource(namespace, mr.pool, t).name, "weight": w}
-                            for t, w in mr.targets
-                        ]
-                    },
-                    "timeout": "30s",
-                },
-                "metadata": {
-                    "filter_metadata": {
-                        METADATA_NAMESPACE: {
-                            MetadataKey.ROLE: Role.MODEL_ROUTE,
-                            MetadataKey.POOL_NAMESPACE: namespace,
-                            MetadataKey.POOL_NAME: mr.pool,
-                            MetadataKey.MODEL_NAME: mr.model,
-                            MetadataKey.CRITICALITY: mr.criticality,
-                        }
-                    }
-                },
-            }
-        )
-    for pool in pools[1:]:
-        routes.append(
-            {
-                "name": f"inference/{namespace}/{pool}/default",
-                "match": {"prefix": "/", "headers": [{"name": pool_header, "string_match": {"exact": pool}}]},
-                "route": {"cluster": EdsResource(namespace, pool).name, "timeout": "30s"},
-                "metadata": {
-                    "filter_metadata": {METADATA_NAMESPACE: _pool_md(namespace, pool, Role.CATCH_ALL)}
-                },
-            }
-        )
-    routes.append(
-        {
-            "name": f"inference/{namespace}/{pools[0]}/default",
-            "match": {"prefix": "/"},
-            "route": {"cluster": EdsResource(namespace, pools[0]).name, "timeout": "30s"},
-            "metadata": {
-                "filter_metadata": {METADATA_NAMESPACE: _pool_md(namespace, pools[0], Role.CATCH_ALL)}
-            },
-        }
-    )
-    http_filters = [
-        {
-            "name": "envoy.filters.http.header_mutation",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3."
-                "HeaderMutation",
-                "mutations": {"request_mutations": [{"remove": h} for h in CLIENT_STRIPPED_HEADERS]},
-            },
-        },
-        {
-            "name": "envoy.filters.http.json_to_metadata",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.json_to_metadata.v3."
-                "JsonToMetadata",
-                "request_rules": {
-                    "rules": [
-                        {
-                            "selectors": [{"key": BODY_MODEL_KEY}],
-                            "on_present": {
-                                "metadata_namespace": BODY_METADATA_NAMESPACE,
-                                "key": BODY_MODEL_KEY,
-                                "type": "STRING",
-                            },
-                        }
-                    ],
-                    "allow_empty_content_type": True,
-                },
-            },
-        },
-        {
-            "name": "envoy.filters.http.ext_proc",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-                "grpc_service": {"envoy_grpc": {"cluster_name": "picker"}},
-                "failure_mode_allow": False,
-                "message_timeout": f"{EXT_PROC_MESSAGE_TIMEOUT_SECONDS:g}s",
-                "processing_mode": {
-                    "request_header_mode": ExtProcMode.REQUEST_HEADER,
-                    "request_body_mode": ExtProcMode.REQUEST_BODY,
-                    "request_trailer_mode": ExtProcMode.REQUEST_TRAILER,
-                    "response_header_mode": ExtProcMode.RESPONSE_HEADER,
-                    "response_body_mode": ExtProcMode.RESPONSE_BODY,
-                    "response_trailer_mode": ExtProcMode.RESPONSE_TRAILER,
-                },
-                "request_attributes": list(REQUEST_ATTRIBUTES),
-                # Envoy drops ext_proc dynamic metadata in namespaces not listed here.
-                "metadata_options": {
-                    "receiving_namespaces": {"untyped": [LB_METADATA_NAMESPACE, PICKER_METADATA_NAMESPACE]}
-                },
-            },
-        },
-        {
-            # As compiled: the picker's destination (envoy.lb metadata) copied into the request header.
-            "name": "envoy.filters.http.lua/inference",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                "default_source_code": {"inline_string": destination_lua_code()},
-            },
-        },
-        {
-            # As compiled: token usage from the response body into dynamic metadata, for the access log.
-            "name": "envoy.filters.http.lua/inference-usage",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                "default_source_code": {"inline_string": usage_lua_code()},
-            },
-        },
-        {
-            "name": "envoy.filters.http.router",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-        },
-    ]
-    # As compiled (extserver/compile/access_log.py): routed requests' status and usage go back to the
-    # picker over its gRPC access log, filtered on the pool the picker marked them with.
-    pool_filters = [
-        {
-            "metadata_filter": {
-                "matcher": {
-                    "filter": PICKER_METADATA_NAMESPACE,
-                    "path": [{"key": PickerMetadataKey.POOL}],
-                    "value": {"string_match": {"exact": f"{namespace}/{pool}"}},
-                },
-                "match_if_key_not_found": False,
-            }
-        }
-        for pool in pools
-    ]
-    access_log = {
-        "name": "envoy.access_loggers.http_grpc",
-        "filter": pool_filters[0] if len(pool_filters) == 1 else {"or_filter": {"filters": pool_filters}},
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
-            "common_config": {
-                "log_name": ACCESS_LOG_NAME,
-                "transport_api_version": "V3",
-                "grpc_service": {"envoy_grpc": {"cluster_name": "picker"}},
-                "buffer_flush_interval": f"{ACCESS_LOG_FLUSH_SECONDS:g}s",
-            },
-        },
-    }
-    listener = {
-        "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
-        "name": "inference-test",
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
-        "per_connection_buffer_limit_bytes": 9 * 1024 * 1024,
-        "filter_chains": [
-            {
-                "filters": [
-                    {
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.network."
-                            "http_connection_manager.v3.HttpConnectionManager",
-                            "stat_prefix": "inference",
-                            "route_config": {
-                                "name": "inference-test",
-                                "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
-                            },
-                            "http_filters": http_filters,
-                            "access_log": [access_log],
-                        },
-                    }
-                ]
-            }
-        ],
-    }
-    (directory / "cds.json").write_text(json.dumps({"version_info": "1", "resources": clusters}))
-    (directory / "lds.json").write_text(json.dumps({"version_info": "1", "resources": [listener]}))
-    bootstrap = {
-        "node": {"id": "picker-test", "cluster": "picker-test"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
-        "dynamic_resources": {
-            "cds_config": {
-                "resource_api_version": "V3",
-                "path_config_source": {"path": str(directory / "cds.json")},
-            },
-            "lds_config": {
-                "resource_api_version": "V3",
-                "path_config_source": {"path": str(directory / "lds.json")},
-            },
-        },
-    }
-    path = directory / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap))
-    return path
-
-
-def start_envoy(bootstrap: Path, log_path: Path) -> EnvoyProcess:
-    """Envoy on the bootstrap write_envoy_config wrote, logging to `log_path`."""
-    envoy = EnvoyProcess(json.loads(bootstrap.read_text()), concurrency=1)
+    log_path: Path,
+    options: CompileOptions = OPTIONS,
+) -> CompiledEnvoy:
+    """Compile `objects`, point every picker Service at `picker_port` and the Gateway listener at
+    127.0.0.1:`listener_port` (EG's other listeners at free ports), and start Envoy on it."""
+    xds = compile_xds(objects, options)
+    inputs, _ = compile_inputs(objects)
+    hosts = picker_hosts(inputs.pools, ("127.0.0.1", picker_port))
+    ports = {container_port(GATEWAY_PORT): ("127.0.0.1", listener_port)}
+    for listener in xds.listeners:
+        port = listener.address.socket_address.port_value
+        ports.setdefault(port, ("127.0.0.1", free_port()))
+    ads = AdsServer()
+    version = publish_localized(ads, xds.clusters, xds.listeners, xds.routes, hosts, ports)
+    ads_port = free_port()
+    server = await serve_ads(ads, ads_port)
+    envoy = EnvoyProcess(ads_bootstrap(ads_port, node_id="picker-test", admin_port=admin_port), concurrency=1)
     envoy.log_path = log_path
-    envoy.start()
-    return envoy
+    try:
+        await asyncio.to_thread(envoy.start)
+        await ads.wait_acked(version, timeout=30)
+        await _wait_listening(envoy, listener_port)
+    except BaseException:
+        await asyncio.to_thread(envoy.stop)
+        await server.stop(grace=0)
+        raise
+    return CompiledEnvoy(envoy, server, xds)
 
 
-def stop_envoy(envoy: EnvoyProcess) -> None:
-    envoy.stop()
+async def _wait_listening(envoy: EnvoyProcess, port: int, timeout: float = 30.0) -> None:
+    """Until Envoy accepts connections on the Gateway listener (it warms listeners after the ACK)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                if not envoy.running:
+                    raise RuntimeError(f"envoy exited:\n{envoy.log_tail()}") from None
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return

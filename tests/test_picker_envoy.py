@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,14 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from api.contract import ACCESS_LOG_FLUSH_SECONDS, HEADER_DESTINATION_ENDPOINT
 from api.sources.files import FileSource
+from extserver.compile import CompileOptions, naming
 from picker.server import PickerConfig, PickerServer
-from tests.picker_envoy_support import (
-    FakeModelServer,
-    ModelRoute,
-    start_envoy,
-    stop_envoy,
-    write_envoy_config,
-)
+from tests.picker_envoy_support import CompiledEnvoy, FakeModelServer, gateway_objects, start_compiled_envoy
 from tests.ports import common_free_port, free_port
 
 pytestmark = [
@@ -34,10 +28,11 @@ pytestmark = [
 
 NS = "default"
 SERVICE = "inference-gateway-ext-proc"
+POOLS = ["pool", "empty", "busy"]  # unmatched requests go to the first; header x-test-pool picks another
 
 
-def _manifests(port: int, busy_port: int) -> str:
-    docs: list[dict[str, object]] = []
+def _manifests(port: int, busy_port: int) -> list[dict[str, object]]:
+    docs: list[dict[str, object]] = [*gateway_objects(NS, POOLS)]
     for pool, target_port in (("pool", port), ("empty", port), ("busy", busy_port)):
         docs.append(
             {
@@ -86,7 +81,7 @@ def _manifests(port: int, busy_port: int) -> str:
             },
         }
     )
-    return "\n---\n".join(json.dumps(d) for d in docs)
+    return docs
 
 
 @dataclass
@@ -142,31 +137,28 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
     for name, server in servers.items():
         await server.start(busy_port if name == "busy" else port)
     manifests = tmp / "manifests.yaml"
-    manifests.write_text(_manifests(port, busy_port))
+    objects = _manifests(port, busy_port)
+    manifests.write_text("\n---\n".join(json.dumps(d) for d in objects))
     config = PickerConfig(
         service_name=SERVICE, namespace=NS, manifests=(manifests,), host="127.0.0.1",
         grpc_port=0, health_port=0, metrics_port=0,
     )  # fmt: skip
     picker = PickerServer(config, source=FileSource([manifests]))
     await picker.start()
-    envoy: subprocess.Popen[bytes] | None = None
+    envoy: CompiledEnvoy | None = None
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
     try:
         await _wait_for(picker.scraped_once, "picker scraped every endpoint")
         listener_port, admin_port = free_port(), free_port()
-        bootstrap = write_envoy_config(
-            tmp,
+        envoy = await start_compiled_envoy(
+            objects,
             listener_port=listener_port,
             admin_port=admin_port,
             picker_port=picker.grpc_port,
-            namespace=NS,
-            pools=["pool", "empty", "busy"],
-            model_routes=[
-                ModelRoute("pool", "lora-request", (("tweet-summary", 50), ("sql-lora", 50))),
-                ModelRoute("busy", "shed-me", (("tiny", 1),), criticality="Sheddable"),
-            ],
+            log_path=tmp / "envoy.log",
+            # Envoy buffers more than the picker accepts, so an oversized body reaches the picker's check.
+            options=CompileOptions(max_body_bytes=9 * 1024 * 1024),
         )
-        envoy = start_envoy(bootstrap, tmp / "envoy.log")
 
         async def hosts_loaded() -> bool:
             try:
@@ -177,7 +169,7 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
             wanted = [
                 "inference/default/pool/tweet-summary::127.0.0.4",
                 "inference/default/pool/sql-lora::127.0.0.3",
-                "inference/default/pool::127.0.0.2",
+                f"{envoy.xds.catch_all_cluster('pool')}::127.0.0.2",
                 "inference/default/busy/tiny::127.0.0.5",
             ]
             return all(w in text for w in wanted)
@@ -190,7 +182,7 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
     finally:
         await session.close()
         if envoy is not None:
-            stop_envoy(envoy)
+            await envoy.stop()
         await picker.stop()
         for server in servers.values():
             await server.stop()
@@ -387,7 +379,9 @@ async def test_pool_without_ready_pods_is_503(rig: Rig) -> None:
 
 
 async def test_sheddable_on_saturated_pool_is_429(rig: Rig) -> None:
-    await _assert_error(rig, 429, "RateLimitError", body={"model": "shed-me", "prompt": "x"})
+    await _assert_error(
+        rig, 429, "RateLimitError", body={"model": "shed-me", "prompt": "x"}, headers={"x-test-pool": "busy"}
+    )
 
 
 async def test_load_steers_away_from_busy_pod(rig: Rig) -> None:
@@ -429,7 +423,7 @@ async def test_health_ready_and_metrics(rig: Rig) -> None:
 
 async def test_envoy_health_check_of_the_picker_passes(rig: Rig) -> None:
     """Envoy's gRPC health check (service "") against the ext_proc port marks the picker healthy."""
-    host = f"picker::127.0.0.1:{rig.picker.grpc_port}::health_flags::"
+    host = f"{naming.picker_cluster(NS, 'pool')}::127.0.0.1:{rig.picker.grpc_port}::health_flags::"
 
     async def healthy() -> bool:
         async with rig.session.get(f"http://127.0.0.1:{rig.admin_port}/clusters") as response:
