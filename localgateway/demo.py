@@ -23,7 +23,7 @@ from localgateway.run import LocalGateway, LocalGatewayOptions
 from localgateway.translation import load_manifests
 from simulator import SERVER_HEADER
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = {
     "lora": ROOT / "config/samples/seed-lora-canary.yaml",
     "base": ROOT / "config/samples/seed-base-model-canary.yaml",
