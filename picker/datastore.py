@@ -24,7 +24,7 @@ from picker.scheduling.types import (
 )
 
 log = structlog.get_logger(__name__)
-# A pool's EndpointSnapshot is reused across decisions (the scheduler memoises what it derives from
+# A pool's EndpointSnapshot is reused across decisions (it owns the columns the scheduler derives from
 # it) until pods, served models or metrics change. Pools this small are rebuilt on every change;
 # larger ones at most every SNAPSHOT_REFRESH_SECONDS while only metrics change (scrapes of 1,000 pods
 # every 50 ms would otherwise rebuild it per request). Never older than SNAPSHOT_MAX_AGE_SECONDS, so

@@ -2,7 +2,9 @@
 them, a picker chooses.
 
 Plugins are one-method `Protocol`s; `Scheduler` runs one cycle per request over an immutable snapshot
-(a sequence of `Endpoint`s) and returns a `Decision` (primary plus fallbacks) or a `Rejection`.
+(an `EndpointSnapshot`, which owns the columns derived from its endpoints) and returns a `Decision`
+(primary plus fallbacks) or a `Rejection`. Filters narrow the candidates' index set; scorers are
+pure functions of the request, the snapshot, the indexes and the live in-flight counts.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, cast
 
 import numpy as np
 
 from picker.scheduling import admission
 from picker.scheduling.admission import AdmissionConfig
-from picker.scheduling.columns import FloatArray
+from picker.scheduling.columns import Candidates, FloatArray
 from picker.scheduling.prefix_index import PrefixIndex, PromptScheme, prompt_hashes
 from picker.scheduling.types import Decision, Endpoint, EndpointSnapshot, InferenceRequest, Rejection
 
@@ -34,12 +37,7 @@ class CycleState:
     request: InferenceRequest
     now: float  # injected clock, seconds
     rng: random.Random
-    data: dict[Any, Any] = field(default_factory=dict)  # plugin scratch, e.g. the prompt's block hashes
-    # Scratch that lives as long as the endpoint snapshot (the same `endpoints` object): plugins may
-    # keep per-snapshot columns here, keyed by something that includes id(candidates).
-    memo: dict[Any, Any] = field(default_factory=dict)
-    # Live in-flight counts by address (from an EndpointSnapshot); None: read Endpoint.in_flight.
-    in_flight: Mapping[str, int] | None = None
+    data: dict[Any, Any] = field(default_factory=dict)  # plugin scratch for this cycle
     # The prompt's block hashes per hashing scheme (block size, max blocks), computed once per cycle
     # by `prompt_hashes` and handed to the decision, so each prefix-aware plugin records its own.
     hashes: dict[PromptScheme, tuple[int, ...]] = field(default_factory=dict)
@@ -75,22 +73,31 @@ def is_bounded(plugin: object) -> bool:
     return bool(getattr(plugin, "BOUNDED", False))
 
 
-def is_cacheable(plugin: object) -> bool:
-    """Filters: output depends only on (snapshot, target model, subset hint).
-    Scorers: scores depend only on (candidates, target model). Such results are memoised."""
-    return bool(getattr(plugin, "SNAPSHOT_PURE", False))
-
-
 class Filter(Protocol):
-    """Keeps the candidates a request may go to; returns a Rejection when none is left."""
+    """Keeps the candidates a request may go to (a subset of their indexes); returns a Rejection
+    when none is left."""
 
-    def filter(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Sequence[Endpoint] | Rejection: ...
+    def filter(self, cycle: CycleState, candidates: Candidates) -> Candidates | Rejection: ...
 
 
 class Scorer(Protocol):
     """Scores every candidate in [0, 1] (higher is better), in candidate order."""
 
-    def score(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Scores: ...
+    def score(self, cycle: CycleState, candidates: Candidates) -> Scores: ...
+
+
+class ColumnScorer(Protocol):
+    """A scorer whose scores are a column of the snapshot: a function of the request's target model
+    and the snapshot alone (not of live counts, the clock or the scorer's own state). The scheduler
+    adds such columns, weighted, into one column the snapshot keeps per target model; `score` gives
+    the same values at the candidates."""
+
+    def score_column(self, target_model: str, snapshot: EndpointSnapshot) -> FloatArray: ...
+
+
+def score_column(plugin: object) -> Callable[[str, EndpointSnapshot], FloatArray] | None:
+    method = getattr(plugin, "score_column", None)
+    return method if callable(method) else None
 
 
 class Picker(Protocol):
@@ -135,15 +142,13 @@ class Scheduler:
         self.filters = tuple(filters)
         self.admission = admission
         self.scorers = tuple(s for s in scorers if s.weight != 0)
-        self._cached_filters = 0
-        while self._cached_filters < len(self.filters) and is_cacheable(self.filters[self._cached_filters]):
-            self._cached_filters += 1
-        self._static = tuple(s for s in self.scorers if is_cacheable(s.scorer))
-        self._dynamic = tuple(s for s in self.scorers if not is_cacheable(s.scorer))
-        # The last snapshot seen and what was derived from it; a new `endpoints` object resets both.
-        self._snapshot: Sequence[Endpoint] | None = None
-        self._memo: dict[Any, Any] = {}
-        self._token = object()  # this scheduler's key in an EndpointSnapshot's memo
+        # Column scorers first (summed once per snapshot), then the others per cycle, in profile order.
+        self._columns = tuple(
+            (cast(ColumnScorer, s.scorer), s.weight)
+            for s in self.scorers
+            if score_column(s.scorer) is not None
+        )
+        self._per_cycle = tuple(s for s in self.scorers if score_column(s.scorer) is None)
         self.picker = picker
         self.rng = rng if rng is not None else random.Random()
         self.clock = clock
@@ -166,85 +171,69 @@ class Scheduler:
     def schedule(self, request: InferenceRequest, endpoints: Sequence[Endpoint]) -> Decision | Rejection:
         """One scheduling cycle for `request` over the snapshot `endpoints`.
 
-        Pass an `EndpointSnapshot` reused across decisions (with live in-flight counts): what is
-        derived from its metrics is then computed once, not per request.
+        Pass an `EndpointSnapshot` reused across decisions (with live in-flight counts): the columns
+        derived from its metrics are then computed once, not per request.
         """
-        in_flight: Mapping[str, int] | None = None
-        if isinstance(endpoints, EndpointSnapshot):
-            in_flight = endpoints.in_flight
-            # Keyed by this scheduler's token (kept alive by the entry): another scheduler, with
-            # other plugins, sharing the snapshot must not see these results.
-            memo = endpoints.memo.get(self._token)
-            if memo is None:
-                memo = endpoints.memo[self._token] = {}
-        else:
-            # Memoise per snapshot only for tuples: a list could be mutated in place between calls.
-            if endpoints is not self._snapshot or not isinstance(endpoints, tuple):
-                self._snapshot = endpoints
-                self._memo = {}
-            memo = self._memo
-        cycle = CycleState(request=request, now=self.clock(), rng=self.rng, memo=memo, in_flight=in_flight)
-        key = ("filters", request.target_model, request.subset_hint)
-        filtered = memo.get(key)
-        if filtered is None:
-            filtered = memo[key] = self._filter(cycle, endpoints, self.filters[: self._cached_filters])
-        if isinstance(filtered, Rejection):
-            return filtered
-        candidates = self._filter(cycle, filtered, self.filters[self._cached_filters :])
+        snapshot = endpoints if isinstance(endpoints, EndpointSnapshot) else EndpointSnapshot(endpoints)
+        cycle = CycleState(request=request, now=self.clock(), rng=self.rng)
+        candidates = self._filter(cycle, Candidates(snapshot), self.filters)
         if isinstance(candidates, Rejection):
             return candidates
-        if self.admission is not None:
-            shed = admission.check(request, candidates, self.admission, in_flight)
+        if self.admission is not None and admission.sheddable(request.criticality, self.admission):
+            shed = admission.check(request, list(candidates), self.admission, snapshot.in_flight)
             if shed is not None:
                 return shed
-        totals, offset = self._totals(cycle, candidates)
+        totals, offset = self._sum(
+            cycle, candidates, self._per_cycle, self._column_totals(request, candidates)
+        )
         if totals is None:
             totals = np.zeros(len(candidates))
         chosen = self.picker.pick(cycle, candidates, totals)
         if not chosen:
             return Rejection(503, "no_ready_endpoint", f"no endpoint available for model {request.model!r}")
-        picked = tuple(candidates[i].address for i in chosen)
-        scores = {candidates[i].address: float(totals[i]) + offset for i in chosen}
+        addresses = candidates.addresses_at(chosen)
+        picked = tuple(addresses)
+        scores = {address: float(totals[i]) + offset for address, i in zip(addresses, chosen, strict=True)}
         prefill = max(0, len(request.prompt) - cycle.cached_prefix_chars.get(picked[0], 0))
         return Decision(endpoints=picked, scores=scores, prefix_hashes=cycle.hashes, prefill_chars=prefill)
 
     @staticmethod
     def _filter(
-        cycle: CycleState, candidates: Sequence[Endpoint], filters: Sequence[Filter]
-    ) -> Sequence[Endpoint] | Rejection:
+        cycle: CycleState, candidates: Candidates, filters: Sequence[Filter]
+    ) -> Candidates | Rejection:
         for plugin in filters:
             kept = plugin.filter(cycle, candidates)
             if isinstance(kept, Rejection):
                 return kept
-            if not kept:  # a filter that empties the set without saying why
+            if not len(kept.indexes):  # a filter that empties the set without saying why
                 model = cycle.request.model
                 return Rejection(503, "no_ready_endpoint", f"no endpoint available for model {model!r}")
             candidates = kept
         return candidates
 
-    def _totals(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> tuple[FloatArray | None, float]:
-        """Weighted sum of per-candidate scores, plus the constant part from uniform scores."""
-        key = ("static-totals", id(candidates), cycle.request.target_model)
-        cached = cycle.memo.get(key)
-        if cached is None or cached[0] is not candidates:
-            static, offset = self._sum(cycle, candidates, self._static, None, 0.0)
-            if static is not None:
-                static.flags.writeable = False  # shared by every later cycle: never updated in place
-            # Keep `candidates` alive with the entry so its id cannot be reused by another list.
-            cached = cycle.memo[key] = (candidates, static, offset)
-        _, static, offset = cached
-        return self._sum(cycle, candidates, self._dynamic, static, offset)
+    def _column_totals(self, request: InferenceRequest, candidates: Candidates) -> FloatArray | None:
+        """The column scorers' weighted sum at the candidates (read-only), a column of the snapshot."""
+        if not self._columns:
+            return None
+        # The key holds the scorers themselves (with their weights): the column is theirs alone.
+        key = (self._columns, request.target_model)
+        totals: FloatArray = candidates.column(
+            key, partial(_weighted_columns, self._columns, request.target_model)
+        )
+        return totals
 
     @staticmethod
     def _sum(
         cycle: CycleState,
-        candidates: Sequence[Endpoint],
+        candidates: Candidates,
         scorers: Sequence[WeightedScorer],
         totals: FloatArray | None,
-        offset: float,
     ) -> tuple[FloatArray | None, float]:
-        """Adds each scorer's weighted scores; never modifies the `totals` passed in (a new array)."""
+        """`totals` (never modified) plus each scorer's weighted per-candidate scores (a new array;
+        None if all were uniform), and the constant part from uniform scores."""
+        count = len(candidates.indexes)
         owned = False  # whether `totals` is this call's own array, safe to update in place
+        offset = 0.0
         for weighted in scorers:
             scores = weighted.scorer.score(cycle, candidates)
             weight = weighted.weight
@@ -253,24 +242,16 @@ class Scheduler:
                 continue
             bounded = is_bounded(weighted.scorer)
             if isinstance(scores, dict):
-                if not scores:
-                    continue
-                if totals is None:
-                    totals = np.zeros(len(candidates))
-                elif not owned:
-                    totals = totals.copy()
-                owned = True
-                index = np.fromiter(scores.keys(), dtype=np.intp, count=len(scores))
-                values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
-                if not bounded:
-                    values = np.clip(values, 0.0, 1.0)
-                totals[index] += values * weight  # keys are distinct: no lost updates
+                if scores:
+                    totals = np.zeros(count) if totals is None else totals if owned else totals.copy()
+                    owned = True
+                    _add_sparse(totals, scores, weight, bounded)
                 continue
             column = np.asarray(scores, dtype=np.float64)
-            if column.shape != (len(candidates),):
+            if column.shape != (count,):
                 raise ValueError(
                     f"scorer {weighted.name or type(weighted.scorer).__name__} returned "
-                    f"{len(column)} scores for {len(candidates)} candidates"
+                    f"{len(column)} scores for {count} candidates"
                 )
             if not bounded and column.size and (column.min() < 0.0 or column.max() > 1.0):
                 column = np.clip(column, 0.0, 1.0)
@@ -291,3 +272,27 @@ class Scheduler:
             now = self.clock()
             for recorder in self._recorders:
                 recorder.record(decision, now)
+
+
+def _add_sparse(totals: FloatArray, scores: dict[int, float], weight: float, bounded: bool) -> None:
+    """Adds sparse scores (candidate index -> score) into `totals`, in place."""
+    index = np.fromiter(scores.keys(), dtype=np.intp, count=len(scores))
+    values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
+    if not bounded:
+        values = np.clip(values, 0.0, 1.0)
+    totals[index] += values * weight  # keys are distinct: no lost updates
+
+
+def _weighted_columns(
+    scorers: Sequence[tuple[ColumnScorer, float]], target_model: str, snapshot: EndpointSnapshot
+) -> FloatArray:
+    """Sum of the column scorers' weighted scores over the snapshot, in profile order (read-only)."""
+    totals: FloatArray = np.zeros(len(snapshot))
+    for i, (scorer, weight) in enumerate(scorers):
+        column = np.clip(scorer.score_column(target_model, snapshot), 0.0, 1.0)  # a new array
+        if i == 0:
+            totals = column * weight if weight != 1.0 else column
+        else:
+            totals += column * weight if weight != 1.0 else column
+    totals.flags.writeable = False  # shared by every cycle over the snapshot
+    return totals

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from api.model import Criticality
+
+T = TypeVar("T")
 
 # Metrics older than this say nothing about a pod's state now: its endpoint is not ready (the
 # readiness filter drops it) and counts as full for admission. One limit for both, configured as the
@@ -54,22 +56,33 @@ class Endpoint:
 class EndpointSnapshot(tuple[Endpoint, ...]):
     """Endpoints frozen at one moment, plus this replica's LIVE in-flight counts ("ip:port" -> count).
 
-    Reuse one snapshot across decisions while pods and metrics are unchanged: what the scheduler
-    derives from it is kept in `memo` and lives as long as the snapshot. When `in_flight` is set it
-    is authoritative (a missing address counts 0) and `Endpoint.in_flight` is ignored, so requests
+    Reuse one snapshot across decisions while pods and metrics are unchanged: it owns the columns
+    derived from its endpoints (`column`), each computed once. When `in_flight` is set it is
+    authoritative (a missing address counts 0) and `Endpoint.in_flight` is ignored, so requests
     starting and ending between decisions do not force a new snapshot.
     """
 
     in_flight: Mapping[str, int] | None
-    memo: dict[Any, Any]
+    _columns: dict[Any, Any]
 
     def __new__(
         cls, endpoints: Iterable[Endpoint] = (), in_flight: Mapping[str, int] | None = None
     ) -> EndpointSnapshot:
         snapshot = super().__new__(cls, endpoints)
         snapshot.in_flight = in_flight
-        snapshot.memo = {}
+        snapshot._columns = {}
         return snapshot
+
+    def column(self, key: Any, make: Callable[[EndpointSnapshot], T]) -> T:
+        """The column `key` of this snapshot: `make(self)` the first time, then the same object.
+        `key` names everything `make` depends on besides the endpoints (e.g. the target model);
+        columns are shared by every decision over the snapshot, so never modify one in place."""
+        columns = self._columns
+        if key in columns:
+            found: T = columns[key]
+            return found
+        made = columns[key] = make(self)
+        return made
 
     def derive(self, endpoints: Iterable[Endpoint]) -> EndpointSnapshot:
         """A sub-snapshot (e.g. the endpoints serving one model) sharing the live in-flight counts."""

@@ -9,31 +9,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from picker.scheduling.columns import Candidates, Selection, selection
 from picker.scheduling.framework import CycleState
 from picker.scheduling.params import Params
-from picker.scheduling.types import Endpoint, Rejection
+from picker.scheduling.types import Endpoint, EndpointSnapshot, Rejection
 
 TYPE = "model-filter"
 
 
+def _serving(snapshot: EndpointSnapshot, target: str) -> Selection:
+    return selection(snapshot, lambda e: e.served is not None and e.served.serves(target))
+
+
+def _unreported(snapshot: EndpointSnapshot) -> Selection:
+    return selection(snapshot, lambda e: e.served is None)
+
+
 class ModelFilter:
     TYPE = TYPE
-    SNAPSHOT_PURE = True  # memoised per snapshot by the Scheduler
 
-    def filter(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Sequence[Endpoint] | Rejection:
+    def filter(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Candidates | Rejection:
         target = cycle.request.target_model
+        candidates = Candidates.of(candidates)
         if not candidates:
             return Rejection(503, "no_ready_endpoint", "the inference pool has no endpoints")
-        kept = [
-            e
-            for e in candidates
-            if e.served is not None and (target in e.served.base or target in e.served.adapters)
-        ]
-        if len(kept) == len(candidates):
-            return candidates
+        snapshot = candidates.snapshot
+        kept = candidates.keep(snapshot.column(("serving", target), lambda s: _serving(s, target)))
         if kept:
             return kept
-        if any(e.served is None for e in candidates):
+        if candidates.keep(snapshot.column("unreported", _unreported)):
             return Rejection(
                 503, "no_ready_endpoint", f"no endpoint has reported serving model {target!r} yet"
             )

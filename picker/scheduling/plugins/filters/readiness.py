@@ -10,27 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from picker.scheduling.columns import Candidates, Selection, selection
 from picker.scheduling.framework import CycleState
 from picker.scheduling.params import Params
-from picker.scheduling.types import METRICS_STALENESS_SECONDS, Endpoint, Rejection
+from picker.scheduling.types import METRICS_STALENESS_SECONDS, Endpoint, EndpointSnapshot, Rejection
 
 TYPE = "readiness-filter"
 DEFAULT_MAX_METRICS_AGE_S = METRICS_STALENESS_SECONDS
 PARAMETER = "maxMetricsAgeSeconds"
 
 
+def _ready(snapshot: EndpointSnapshot, limit: float) -> Selection:
+    return selection(snapshot, lambda e: e.metrics is not None and e.metrics_age_s <= limit)
+
+
 class ReadinessFilter:
     TYPE = TYPE
-    SNAPSHOT_PURE = True  # memoised per snapshot by the Scheduler
 
     def __init__(self, max_metrics_age_s: float = DEFAULT_MAX_METRICS_AGE_S) -> None:
         self.max_metrics_age_s = max_metrics_age_s
 
-    def filter(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Sequence[Endpoint] | Rejection:
+    def filter(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Candidates | Rejection:
         limit = self.max_metrics_age_s
-        kept = [e for e in candidates if e.metrics is not None and e.metrics_age_s <= limit]
-        if len(kept) == len(candidates):
-            return candidates
+        candidates = Candidates.of(candidates)
+        kept = candidates.keep(candidates.snapshot.column(("ready", limit), lambda s: _ready(s, limit)))
         if kept:
             return kept
         return Rejection(

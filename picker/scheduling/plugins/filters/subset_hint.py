@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
+from picker.scheduling.columns import Candidates
 from picker.scheduling.framework import CycleState
 from picker.scheduling.params import Params
 from picker.scheduling.types import Endpoint, Rejection
@@ -17,16 +20,21 @@ TYPE = "subset-hint-filter"
 
 class SubsetHintFilter:
     TYPE = TYPE
-    SNAPSHOT_PURE = True  # memoised per snapshot by the Scheduler
 
-    def filter(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Sequence[Endpoint] | Rejection:
+    def filter(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Candidates | Rejection:
         hint = cycle.request.subset_hint
+        candidates = Candidates.of(candidates)
         if hint is None:
             return candidates
-        kept = [e for e in candidates if e.address in hint]
-        if kept:
-            return kept
-        return Rejection(503, "no_endpoint_in_subset", "no ready endpoint in the gateway's endpoint subset")
+        index = candidates.positions()
+        inside = [i for address in hint if (i := index.get(address)) is not None]
+        if not inside:
+            return Rejection(
+                503, "no_endpoint_in_subset", "no ready endpoint in the gateway's endpoint subset"
+            )
+        if len(inside) == len(candidates):
+            return candidates
+        return Candidates(candidates.snapshot, candidates.indexes[np.unique(np.array(inside, dtype=np.intp))])
 
 
 def from_parameters(params: Params) -> SubsetHintFilter:

@@ -27,13 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from picker.scheduling.columns import (
-    FloatArray,
-    in_flight_column,
-    positions,
-    relative_scores,
-    snapshot_column,
-)
+from picker.scheduling.columns import Candidates, FloatArray, float_column, relative_scores
 from picker.scheduling.framework import CycleState, Scores
 from picker.scheduling.params import Params
 from picker.scheduling.types import Decision, Endpoint
@@ -68,17 +62,18 @@ class InFlightLoadScorer:
         self._pending: dict[str, float] = {}
 
     def score(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Scores:
-        load = load_column(cycle, candidates)
+        candidates = Candidates.of(candidates)
+        load = load_column(candidates)
         self._forget_before(cycle.now - self.prefill_window_s)
         if self._pending:
-            index = positions(cycle, candidates)
+            index = candidates.positions()
             rows = [
                 (i, extra)
                 for address, extra in self._pending.items()
                 if (i := index.get(address)) is not None
             ]
             if rows:
-                load = load.copy()  # the column may be memoised for other cycles: never in place
+                load = load.copy()  # the column may be the snapshot's: never in place
                 for i, extra in rows:
                     load[i] += extra
         return relative_scores(load, self.load_range)
@@ -106,10 +101,10 @@ class InFlightLoadScorer:
                 del pending[address]
 
 
-def load_column(cycle: CycleState, candidates: Sequence[Endpoint]) -> FloatArray:
+def load_column(candidates: Candidates) -> FloatArray:
     """max(in flight, running + waiting) per candidate, for this cycle."""
-    scraped = snapshot_column(cycle, candidates, "load", _load)
-    in_flight = in_flight_column(cycle, candidates)
+    scraped: FloatArray = candidates.column("load", lambda s: float_column(s, _load))
+    in_flight = candidates.in_flight()
     if in_flight is None:
         return scraped
     load: FloatArray = np.maximum(scraped, in_flight)

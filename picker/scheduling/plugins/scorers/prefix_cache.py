@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from picker.scheduling.columns import positions
+from picker.scheduling.columns import Candidates
 from picker.scheduling.framework import CycleState, Scores
 from picker.scheduling.params import Params
 from picker.scheduling.prefix_index import (
@@ -60,7 +60,7 @@ class PrefixCacheScorer:
         block = self.block_size
         cycle.note_cached_prefix({a: depth * block for a, depth in matched.items()})
         total = float(max(len(hashes), self.full_credit_blocks))
-        index = positions(cycle, candidates)
+        index = Candidates.of(candidates).positions()
         # Sparse: only endpoints holding a prefix get a score; the rest are 0 without a per-endpoint pass.
         return {index[a]: depth / total for a, depth in matched.items() if a in index}
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from picker.scheduling.columns import FloatArray, snapshot_column, with_in_flight
+from picker.scheduling.columns import Candidates, FloatArray, float_column
 from picker.scheduling.framework import CycleState, Scores
 from picker.scheduling.params import Params
 from picker.scheduling.types import Endpoint
@@ -43,10 +43,11 @@ class QueueScorer:
         self.count_in_flight = count_in_flight
 
     def score(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Scores:
-        waiting = snapshot_column(cycle, candidates, "waiting", _waiting)
+        candidates = Candidates.of(candidates)
+        waiting: FloatArray = candidates.column("waiting", lambda s: float_column(s, _waiting))
         if not self.count_in_flight:
             return min_max_scores(waiting)
-        return min_max_scores(with_in_flight(cycle, candidates, waiting))
+        return min_max_scores(candidates.with_in_flight(waiting))
 
 
 def _waiting(endpoint: Endpoint) -> int:
