@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -37,7 +37,6 @@ class CycleState:
     request: InferenceRequest
     now: float  # injected clock, seconds
     rng: random.Random
-    data: dict[Any, Any] = field(default_factory=dict)  # plugin scratch for this cycle
     # The prompt's block hashes per hashing scheme (block size, max blocks), computed once per cycle
     # by `prompt_hashes` and handed to the decision, so each prefix-aware plugin records its own.
     hashes: dict[PromptScheme, tuple[int, ...]] = field(default_factory=dict)
@@ -148,7 +147,9 @@ class Scheduler:
             for s in self.scorers
             if score_column(s.scorer) is not None
         )
-        self._per_cycle = tuple(s for s in self.scorers if score_column(s.scorer) is None)
+        self._per_cycle = tuple(
+            (s, is_bounded(s.scorer)) for s in self.scorers if score_column(s.scorer) is None
+        )
         self.picker = picker
         self.rng = rng if rng is not None else random.Random()
         self.clock = clock
@@ -226,7 +227,7 @@ class Scheduler:
     def _sum(
         cycle: CycleState,
         candidates: Candidates,
-        scorers: Sequence[WeightedScorer],
+        scorers: Sequence[tuple[WeightedScorer, bool]],
         totals: FloatArray | None,
     ) -> tuple[FloatArray | None, float]:
         """`totals` (never modified) plus each scorer's weighted per-candidate scores (a new array;
@@ -234,13 +235,12 @@ class Scheduler:
         count = len(candidates.indexes)
         owned = False  # whether `totals` is this call's own array, safe to update in place
         offset = 0.0
-        for weighted in scorers:
+        for weighted, bounded in scorers:
             scores = weighted.scorer.score(cycle, candidates)
             weight = weighted.weight
-            if isinstance(scores, float | int):
+            if isinstance(scores, (float, int)):
                 offset += weight * min(1.0, max(0.0, float(scores)))
                 continue
-            bounded = is_bounded(weighted.scorer)
             if isinstance(scores, dict):
                 if scores:
                     totals = np.zeros(count) if totals is None else totals if owned else totals.copy()

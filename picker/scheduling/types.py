@@ -77,12 +77,11 @@ class EndpointSnapshot(tuple[Endpoint, ...]):
         """The column `key` of this snapshot: `make(self)` the first time, then the same object.
         `key` names everything `make` depends on besides the endpoints (e.g. the target model);
         columns are shared by every decision over the snapshot, so never modify one in place."""
-        columns = self._columns
-        if key in columns:
-            found: T = columns[key]
-            return found
-        made = columns[key] = make(self)
-        return made
+        try:
+            found: T = self._columns[key]
+        except KeyError:
+            found = self._columns[key] = make(self)
+        return found
 
     def derive(self, endpoints: Iterable[Endpoint]) -> EndpointSnapshot:
         """A sub-snapshot (e.g. the endpoints serving one model) sharing the live in-flight counts."""

@@ -31,13 +31,13 @@ class ModelFilter:
     def filter(self, cycle: CycleState, candidates: Sequence[Endpoint]) -> Candidates | Rejection:
         target = cycle.request.target_model
         candidates = Candidates.of(candidates)
-        if not candidates:
+        if not len(candidates.indexes):
             return Rejection(503, "no_ready_endpoint", "the inference pool has no endpoints")
         snapshot = candidates.snapshot
         kept = candidates.keep(snapshot.column(("serving", target), lambda s: _serving(s, target)))
-        if kept:
+        if len(kept.indexes):
             return kept
-        if candidates.keep(snapshot.column("unreported", _unreported)):
+        if len(candidates.keep(snapshot.column("unreported", _unreported)).indexes):
             return Rejection(
                 503, "no_ready_endpoint", f"no endpoint has reported serving model {target!r} yet"
             )

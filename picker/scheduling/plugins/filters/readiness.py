@@ -34,7 +34,7 @@ class ReadinessFilter:
         limit = self.max_metrics_age_s
         candidates = Candidates.of(candidates)
         kept = candidates.keep(candidates.snapshot.column(("ready", limit), lambda s: _ready(s, limit)))
-        if kept:
+        if len(kept.indexes):
             return kept
         return Rejection(
             503,
