@@ -47,7 +47,7 @@ import orjson  # noqa: E402
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep  # noqa: E402
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc  # noqa: E402
 
-from localgateway.envoy import EnvoyProcess  # noqa: E402
+from localgateway.envoy import EnvoyProcess, ads_bootstrap  # noqa: E402
 from localgateway.ports import common_free_port, free_port  # noqa: E402
 from localgateway.processes import ManagedProcess  # noqa: E402
 from picker.handlers.extproc import mutations  # noqa: E402
@@ -219,61 +219,111 @@ class Ports:
     trivial_same_mode: int  # diagnostic: the trivial servicer with the picker's processing mode
 
 
-def front_config(directory: Path, picker_grpc: int, trivial_grpc: int, admin_port: int) -> tuple[Path, Ports]:
-    """The test Envoy config (compiled shape) with the picker listener, plus (a) and (b) listeners."""
-    from tests.picker_envoy_support import ModelRoute, write_envoy_config
-
-    ports = Ports(free_port(), free_port(), free_port(), free_port())
-    bootstrap = write_envoy_config(
-        directory,
-        listener_port=ports.picker,
-        admin_port=admin_port,
-        picker_port=picker_grpc,
-        namespace=NS,
-        pools=[POOL],
-        model_routes=[ModelRoute(POOL, CLIENT_MODEL, ((TARGET_MODEL, 1),))],
+def _http_filters(listener: Any) -> Any:
+    """The HCM filter list of a listener (EG puts it in a filter chain or the default chain)."""
+    from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (
+        HttpConnectionManager,
     )
-    cds = json.loads((directory / "cds.json").read_text())
-    lds = json.loads((directory / "lds.json").read_text())
-    picker_cluster = next(c for c in cds["resources"] if c["name"] == "picker")
-    trivial_cluster = json.loads(json.dumps(picker_cluster))
-    trivial_cluster["name"] = "trivial"
-    trivial_cluster.pop("health_checks", None)
-    endpoint = trivial_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-    endpoint["address"]["socket_address"]["port_value"] = trivial_grpc
-    trivial_cluster["load_assignment"]["cluster_name"] = "trivial"
-    cds["resources"].append(trivial_cluster)
-    base = lds["resources"][0]
-    listeners = [base]
+
+    for chain in [*listener.filter_chains, listener.default_filter_chain]:
+        for network_filter in chain.filters:
+            hcm = HttpConnectionManager()
+            if network_filter.typed_config.Unpack(hcm):
+                return network_filter, hcm
+    raise RuntimeError(f"listener {listener.name} has no HTTP connection manager")
+
+
+def front_xds(hosts: list[str], pod_port: int, picker_grpc: int, trivial_grpc: int) -> tuple[Any, Ports]:
+    """What the extension server compiles for a Gateway and an HTTPRoute to the pool (the picker listener),
+    localized, plus (a) and (b) listeners: copies without ext_proc and with the trivial servicer."""
+    from envoy.extensions.filters.http.ext_proc.v3.ext_proc_pb2 import ExternalProcessor
+    from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
+
+    from extserver.eg.facts import container_port
+    from localgateway.ads import TYPE_CLUSTER, TYPE_LISTENER, TYPE_ROUTE
+    from localgateway.localize import localize_clusters, localize_listeners
+    from localgateway.translation import picker_hosts
+    from tests.compile_cases import compile_inputs
+    from tests.picker_envoy_support import GATEWAY_PORT, compile_xds, gateway_objects
+
+    objects = [
+        *(json.loads(doc) for doc in manifests(hosts, pod_port).split("\n---\n")),
+        *gateway_objects(NS, [POOL]),
+    ]
+    xds = compile_xds(objects)
+    inputs, _ = compile_inputs(objects)
+    ports = Ports(free_port(), free_port(), free_port(), free_port())
+    localize_clusters(xds.clusters, picker_hosts(inputs.pools, ("127.0.0.1", picker_grpc)))
+    gateway = next(
+        lis for lis in xds.listeners if lis.address.socket_address.port_value == container_port(GATEWAY_PORT)
+    )
+    others = {lis.address.socket_address.port_value: ("127.0.0.1", free_port()) for lis in xds.listeners}
+    localize_listeners(xds.listeners, {**others, container_port(GATEWAY_PORT): ("127.0.0.1", ports.picker)})
+    picker_cluster = next(c for c in xds.clusters if c.name.endswith("/picker"))
+    trivial = type(picker_cluster)()
+    trivial.CopyFrom(picker_cluster)
+    trivial.name = "trivial"
+    trivial.ClearField("health_checks")
+    trivial.load_assignment.cluster_name = "trivial"
+    trivial.load_assignment.endpoints[0].lb_endpoints[
+        0
+    ].endpoint.address.socket_address.port_value = trivial_grpc
+    listeners = list(xds.listeners)
     for name, port in (("plain", ports.plain), ("trivial", ports.trivial), ("same", ports.trivial_same_mode)):
-        listener = json.loads(json.dumps(base))
-        listener["name"] = f"bench-{name}"
-        listener["address"]["socket_address"]["port_value"] = port
-        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        filters = hcm["http_filters"]
-        index = next(i for i, f in enumerate(filters) if f["name"] == "envoy.filters.http.ext_proc")
+        listener = type(gateway)()
+        listener.CopyFrom(gateway)
+        listener.name = f"bench-{name}"
+        listener.address.socket_address.port_value = port
+        network_filter, hcm = _http_filters(listener)
+        index = next(
+            i for i, f in enumerate(hcm.http_filters) if f.name.startswith("envoy.filters.http.ext_proc")
+        )
         if name == "plain":
-            del filters[index]
+            del hcm.http_filters[index]
         else:
-            ext_proc = filters[index]["typed_config"]
-            ext_proc["grpc_service"] = {"envoy_grpc": {"cluster_name": "trivial"}}
-            if name == "same":  # keep the picker's processing mode and attributes
-                listeners.append(listener)
-                continue
-            ext_proc["processing_mode"] = {
-                "request_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
-                "request_trailer_mode": "SKIP",
-                "response_header_mode": "SKIP",
-                "response_body_mode": "NONE",
-                "response_trailer_mode": "SKIP",
-            }
-            ext_proc.pop("request_attributes", None)
+            ext_proc = ExternalProcessor()
+            hcm.http_filters[index].typed_config.Unpack(ext_proc)
+            ext_proc.grpc_service.envoy_grpc.cluster_name = "trivial"
+            if name == "trivial":  # the simplest protocol: headers sent, body buffered, no attributes
+                ext_proc.processing_mode.CopyFrom(
+                    ProcessingMode(
+                        request_header_mode=ProcessingMode.SEND,
+                        request_body_mode=ProcessingMode.BUFFERED,
+                        request_trailer_mode=ProcessingMode.SKIP,
+                        response_header_mode=ProcessingMode.SKIP,
+                        response_body_mode=ProcessingMode.NONE,
+                        response_trailer_mode=ProcessingMode.SKIP,
+                    )
+                )
+                del ext_proc.request_attributes[:]
+            hcm.http_filters[index].typed_config.Pack(ext_proc)
+        network_filter.typed_config.Pack(hcm)
         listeners.append(listener)
-    lds["resources"] = listeners
-    (directory / "cds.json").write_text(json.dumps(cds))
-    (directory / "lds.json").write_text(json.dumps(lds))
-    return bootstrap, ports
+    resources = {TYPE_CLUSTER: [*xds.clusters, trivial], TYPE_LISTENER: listeners, TYPE_ROUTE: xds.routes}
+    return resources, ports
+
+
+class FrontAds:
+    """The front Envoy's ADS server, on a loop of its own thread for the benchmark's lifetime."""
+
+    def __init__(self, resources: Any) -> None:
+        import asyncio
+        import threading
+
+        from localgateway.ads import AdsServer, serve_ads
+
+        self.port = free_port()
+        self.ads = AdsServer()
+        self.version = self.ads.publish(resources)
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.server = asyncio.run_coroutine_threadsafe(serve_ads(self.ads, self.port), self.loop).result(10)
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace=0), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 # --- processes --------------------------------------------------------------------------------------
@@ -445,8 +495,14 @@ def main(argv: list[str] | None = None) -> int:
                 "trivial", [PYTHON, __file__, "--trivial-server", str(trivial_grpc)], tmp / "trivial.log"
             )
         )
-        bootstrap, ports = front_config(tmp, picker_grpc, trivial_grpc, admin)
-        front_envoy = EnvoyProcess(json.loads(bootstrap.read_text()), log_level="error", concurrency=1)
+        resources, ports = front_xds(hosts, pod_port, picker_grpc, trivial_grpc)
+        front_ads = FrontAds(resources)
+        stack.callback(front_ads.close)
+        front_envoy = EnvoyProcess(
+            ads_bootstrap(front_ads.port, node_id="bench-front", admin_port=admin),
+            log_level="error",
+            concurrency=1,
+        )
         stack.enter_context(front_envoy)
         try:
             for port in (ports.plain, ports.trivial, ports.picker, ports.trivial_same_mode):
