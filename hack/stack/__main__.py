@@ -24,6 +24,7 @@ import structlog
 
 from hack.realparts import PARTS, binary
 from hack.stack import network
+from hack.stack.podlet import STACK_MARKER
 
 UP_TIMEOUT = 300.0
 
@@ -115,6 +116,12 @@ def _cleanup(state: Path, name: str) -> None:
                 os.kill(int(pid), signal.SIGKILL)
     for ns in names:
         network.delete(ns)
+    # A Pod program can outlive its namespace's name (a stop cut short): find it by the node's marker.
+    marker = f"{STACK_MARKER}={name}".encode()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError, ValueError):
+            if marker in environ.read_bytes().split(b"\0"):
+                os.kill(int(environ.parent.name), signal.SIGKILL)
 
 
 def down(state: Path) -> int:

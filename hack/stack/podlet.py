@@ -39,6 +39,7 @@ from hack.stack.volumes import VolumeMaker
 log = structlog.get_logger(__name__)
 
 NODE_NAME = "stack-node"
+STACK_MARKER = "INFERENCE_GATEWAY_STACK"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -280,6 +281,7 @@ class Podlet:
             "HOME": str(local.directory),
             "HOSTNAME": local.name,
             "POD_IP": local.ip,
+            STACK_MARKER: self.node_netns,  # `down` finds every program the node started by it
             "PYTHONPATH": str(REPO_ROOT),
             "KUBERNETES_SERVICE_HOST": network.NODE_IP,
             "KUBERNETES_SERVICE_PORT": str(APISERVER_PORT),
