@@ -241,8 +241,11 @@ async def test_load_aware_routing_avoids_a_slow_pod(tmp_path: Path) -> None:
         fallback = await send_many(gw, body, 1200, concurrency=24)
         assert fallback.ok == 1200, fallback.errors[:5]
         fallback_share = fallback.servers[slow.name] / 1200
-        assert picker_share <= 0.25 / 2, (picker_share, dict(with_picker.servers))
-        assert picker_share < fallback_share, (picker_share, fallback_share)
+        # A quarter is the slow pod's fair share; the picker sends it well under half of that (5-6% here).
+        # Envoy's least_request fallback avoids it about as well (5-7% in the same runs), so comparing the
+        # two was a coin toss under load; the fallback run checks that traffic survives the picker's loss.
+        assert picker_share <= 0.10, (picker_share, dict(with_picker.servers))
+        assert fallback_share < 0.25, (fallback_share, dict(fallback.servers))
 
 
 async def test_a_client_destination_header_cannot_choose_the_pod() -> None:
