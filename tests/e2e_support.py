@@ -22,6 +22,13 @@ from tests.ports import free_port
 ROOT = Path(__file__).resolve().parents[1]
 LORA_SAMPLE = ROOT / "config/samples/seed-lora-canary.yaml"
 BASE_SAMPLE = ROOT / "config/samples/seed-base-model-canary.yaml"
+# The article's requests for each seed, short answers.
+LORA_BODY = {
+    "model": "lora-request",
+    "prompt": "Write as if you were a critic: San Francisco",
+    "max_tokens": 8,
+}
+QWQ_BODY = {"model": "qwq", "messages": [{"role": "user", "content": "你是谁?"}], "max_tokens": 8}
 GATEWAY_PORT = 8081
 
 

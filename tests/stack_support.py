@@ -37,6 +37,15 @@ def eventually(check: Callable[[], T | None], timeout: float, what: str, interva
     raise AssertionError(f"{what} not within {timeout} s (last: {last!r})")
 
 
+def status_conditions(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """An object's own status conditions and its parents' (pools: v1 `parents`, x-k8s `parent`)."""
+    status = obj.get("status") or {}
+    found = list(status.get("conditions") or [])
+    for parent in status.get("parents") or status.get("parent") or []:
+        found += parent.get("conditions") or []
+    return found
+
+
 class GatewayUrl:
     """What tests.e2e_support.send_many needs of a gateway: its URL."""
 

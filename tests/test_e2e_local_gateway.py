@@ -16,7 +16,9 @@ import yaml
 from localgateway.run import LocalGateway
 from tests.e2e_support import (
     BASE_SAMPLE,
+    LORA_BODY,
     LORA_SAMPLE,
+    QWQ_BODY,
     config_dump_weights,
     copy_manifest,
     gateway_options,
@@ -25,12 +27,6 @@ from tests.e2e_support import (
 
 pytestmark = pytest.mark.e2e
 
-LORA_BODY = {
-    "model": "lora-request",
-    "prompt": "Write as if you were a critic: San Francisco",
-    "max_tokens": 8,
-}
-QWQ_BODY = {"model": "qwq", "messages": [{"role": "user", "content": "你是谁?"}], "max_tokens": 8}
 LORA_ROUTE = "inference/default/inferencemodel-sample"
 
 

@@ -18,17 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e_support import BASE_SAMPLE, LORA_SAMPLE, config_dump_weights, send_many
-from tests.stack_support import GatewayUrl, RealStack, eventually
+from tests.e2e_support import BASE_SAMPLE, LORA_BODY, LORA_SAMPLE, QWQ_BODY, config_dump_weights, send_many
+from tests.stack_support import GatewayUrl, RealStack, eventually, status_conditions
 
 pytestmark = pytest.mark.stack
 
-LORA_BODY = {
-    "model": "lora-request",
-    "prompt": "Write as if you were a critic: San Francisco",
-    "max_tokens": 8,
-}
-QWQ_BODY = {"model": "qwq", "messages": [{"role": "user", "content": "你是谁?"}], "max_tokens": 8}
 GATEWAY = "default/inference-gateway:8081"
 
 
@@ -103,18 +97,10 @@ def test_kubectl_shows_the_conditions_our_extension_server_wrote(stack: RealStac
 
     def accepted() -> bool:
         got = yaml.safe_load(stack.kubectl("get", "inferencepool,inferencemodel", "-o", "yaml").stdout)
-        conditions = [c for item in got["items"] for c in _conditions(item)]
+        conditions = [c for item in got["items"] for c in status_conditions(item)]
         return any(c["type"] == "Accepted" and c["status"] == "True" for c in conditions)
 
     eventually(accepted, 30, "Accepted=True on the seed's objects")
-
-
-def _conditions(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    status = obj.get("status") or {}
-    found = list(status.get("conditions") or [])
-    for parent in status.get("parents") or status.get("parent") or []:
-        found += parent.get("conditions") or []
-    return found
 
 
 def test_a_weight_change_by_kubectl_reaches_envoy_within_two_seconds(
@@ -263,7 +249,9 @@ def test_httproutes_reach_an_inference_pool_of_every_served_version(stack: RealS
     ):
         for pool in stack.get(plural, "-n", "default")["items"]:
             if pool["metadata"]["name"].startswith("pool-"):
-                assert any(c["type"] == "Accepted" and c["status"] == "True" for c in _conditions(pool)), pool
+                assert any(
+                    c["type"] == "Accepted" and c["status"] == "True" for c in status_conditions(pool)
+                ), pool
     results = asyncio.run(send_many(GatewayUrl(stack.gateway_url(GATEWAY)), LORA_BODY, 50))  # type: ignore[arg-type]
     assert results.ok == 50 and set(results.models) == {"tweet-summary", "sql-lora"}
 

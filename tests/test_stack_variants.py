@@ -12,16 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e_support import LORA_SAMPLE, config_dump_weights, send_many
-from tests.stack_support import GatewayUrl, RealStack, eventually
+from tests.e2e_support import LORA_BODY, LORA_SAMPLE, config_dump_weights, send_many
+from tests.stack_support import GatewayUrl, RealStack, eventually, status_conditions
 
 pytestmark = pytest.mark.stack
 
-LORA_BODY = {
-    "model": "lora-request",
-    "prompt": "Write as if you were a critic: San Francisco",
-    "max_tokens": 8,
-}
 GATEWAY = "default/inference-gateway:8081"
 
 
@@ -36,11 +31,7 @@ def _listeners(dump: dict[str, Any]) -> list[str]:
 
 def _accepted(stack: RealStack, plural: str, name: str) -> bool:
     pool = stack.get(plural, "-n", "default", name)
-    status = pool.get("status") or {}
-    parents = status.get("parents") or status.get("parent") or []
-    return any(
-        c["type"] == "Accepted" and c["status"] == "True" for p in parents for c in p.get("conditions", [])
-    )
+    return any(c["type"] == "Accepted" and c["status"] == "True" for c in status_conditions(pool))
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,18 @@ def ready_addresses(slices: dict[str, Any]) -> list[str]:
     return sorted(out)
 
 
+def service_addresses(api: ApiClient, namespace: str, service: str) -> list[str]:
+    """The ready endpoint addresses of Service `namespace/service`, from its EndpointSlices."""
+    slices = request_json(
+        api,
+        "GET",
+        resource_path("discovery.k8s.io/v1", "endpointslices", namespace),
+        [("labelSelector", f"kubernetes.io/service-name={service}")],
+        timeout=3,
+    )
+    return ready_addresses(slices)
+
+
 class ClusterResolver:
     """Service name -> addresses, read from the API server (cached for a second)."""
 
@@ -56,14 +68,7 @@ class ClusterResolver:
             return hit[1]
         service, namespace = parts[0], parts[1]
         try:
-            slices = request_json(
-                self.api,
-                "GET",
-                resource_path("discovery.k8s.io/v1", "endpointslices", namespace),
-                [("labelSelector", f"kubernetes.io/service-name={service}")],
-                timeout=3,
-            )
-            addresses = ready_addresses(slices)
+            addresses = service_addresses(self.api, namespace, service)
         except KubeApiError as err:
             log.info("dns_lookup_failed", name=name, error=str(err))
             addresses = []

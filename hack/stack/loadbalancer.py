@@ -78,11 +78,7 @@ class LoadBalancer:
         lines = []
         for service in services:
             name = service["metadata"]["name"]
-            slices = await self._get(
-                resource_path("discovery.k8s.io/v1", "endpointslices", self.namespace),
-                f"kubernetes.io/service-name={name}",
-            )
-            addresses = dns.ready_addresses(slices)
+            addresses = await asyncio.to_thread(dns.service_addresses, self.api, self.namespace, name)
             targets = {
                 int(p["port"]): int(p.get("targetPort") or p["port"]) for p in service["spec"]["ports"]
             }
