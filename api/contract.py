@@ -112,6 +112,12 @@ PICKER_HEALTH_PORT = 9003
 PICKER_METRICS_PORT = 9090
 
 ANNOTATION_ATTACH_TO = "inference.networking.x-k8s.io/attach-to"
+# On a picker Service: which protocol its endpoint picker speaks (docs/xds.md, "Endpoint pickers").
+ANNOTATION_PICKER_PROTOCOL = "extension.inference-gateway.io/picker-protocol"
+PICKER_PROTOCOL_OURS = "inference-gateway"  # one ext_proc message (the body), per-target EDS
+PICKER_PROTOCOL_GIE = "gateway-api-inference-extension"  # headers + streamed body, pool endpoints from Pods
+APP_PROTOCOL_H2C = "kubernetes.io/h2c"
+HEADER_DESTINATION_SERVED = "x-gateway-destination-endpoint-served"
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,20 @@ class ExtProcMode:
     # Nothing of the response: status and usage come through the access log (see
     # PICKER_METADATA_NAMESPACE), so the response, SSE tokens included, never waits on the picker.
     RESPONSE_HEADER = "SKIP"
+    RESPONSE_BODY = "NONE"
+    RESPONSE_TRAILER = "SKIP"
+
+
+class GieExtProcMode:
+    """ProcessingMode for any other endpoint picker, as GIE's protocol has it (docs/xds.md)."""
+
+    # An EPP reads request headers (e.g. GIE's test header) and may answer them only once the body
+    # ended, which only the streamed full-duplex mode allows (BUFFERED would wait on the headers answer).
+    REQUEST_HEADER = "SEND"
+    REQUEST_BODY = "FULL_DUPLEX_STREAMED"
+    REQUEST_TRAILER = "SEND"  # Envoy requires SEND with a FULL_DUPLEX_STREAMED body
+    # Response headers carry envoy.lb's x-gateway-destination-endpoint-served back to the EPP.
+    RESPONSE_HEADER = "SEND"
     RESPONSE_BODY = "NONE"
     RESPONSE_TRAILER = "SKIP"
 

@@ -91,6 +91,19 @@ class ConditionWriter(Protocol):
         """Record one condition on an object; a no-op when it already says exactly this."""
         ...
 
+    async def remove_parent(self, pool: PoolRef, parent: ParentRef) -> None:
+        """Drop a pool's status entry for a Gateway that no longer routes to it (if this writer set one)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PoolRef:
+    """A v1alpha2/v1 InferencePool, whose status keeps conditions per parent Gateway."""
+
+    api_version: str
+    namespace: str
+    name: str
+
 
 class LogConditionWriter:
     """Local mode: conditions go to the structured log, once per change."""
@@ -114,6 +127,24 @@ class LogConditionWriter:
             observed_generation=update.observed_generation,
             parent=update.parent.as_dict() if update.parent else None,
         )
+
+    async def remove_parent(self, pool: PoolRef, parent: ParentRef) -> None:
+        if not any(
+            k[1:4] == ("InferencePool", pool.namespace, pool.name) and k[5] == parent for k in self._last
+        ):
+            return
+        self._last = {k: v for k, v in self._last.items() if not _is_parent_key(k, pool, parent)}
+        log.info(
+            "parent removed", object=f"InferencePool {pool.namespace}/{pool.name}", parent=parent.as_dict()
+        )
+
+
+def _is_parent_key(key: _CacheKey, pool: PoolRef, parent: ParentRef) -> bool:
+    return (
+        key[0] == pool.api_version
+        and key[1:4] == ("InferencePool", pool.namespace, pool.name)
+        and (key[5] == parent)
+    )
 
 
 class KubernetesConditionWriter:
@@ -153,6 +184,52 @@ class KubernetesConditionWriter:
                 log.warning("status write failed", object=update.object, error=str(exc))
                 return
             self._last[update.key] = update.value
+
+    async def remove_parent(self, pool: PoolRef, parent: ParentRef) -> None:
+        if not any(_is_parent_key(k, pool, parent) for k in self._last):
+            return  # never written by this process: not ours to remove
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self._remove_parent, pool, parent)
+            except KubeApiError as exc:
+                log.warning("status parent not removed", pool=f"{pool.namespace}/{pool.name}", error=str(exc))
+                return
+            self._last = {k: v for k, v in self._last.items() if not _is_parent_key(k, pool, parent)}
+            log.info("parent removed", pool=f"{pool.namespace}/{pool.name}", parent=parent.as_dict())
+
+    def _remove_parent(self, pool: PoolRef, parent: ParentRef) -> None:
+        path = resource_path(pool.api_version, "inferencepools", pool.namespace, pool.name)
+        list_key = "parent" if pool.api_version == V1ALPHA2 else "parents"
+        for _attempt in range(3):
+            try:
+                current = request_json(self.api, "GET", path, timeout=self.request_timeout)
+            except KubeApiError as exc:
+                if exc.status == 404:
+                    return
+                raise
+            status = current.get("status") if isinstance(current.get("status"), Mapping) else {}
+            parents = [p for p in (status or {}).get(list_key) or [] if isinstance(p, Mapping)]
+            kept = [p for p in parents if not parent.matches(p.get("parentRef"))]
+            if len(kept) == len(parents):
+                return
+            body = {
+                "metadata": {"resourceVersion": (current.get("metadata") or {}).get("resourceVersion")},
+                "status": {list_key: kept},
+            }
+            try:
+                request_json(
+                    self.api,
+                    "PATCH",
+                    path + "/status",
+                    body=body,
+                    content_type=MERGE_PATCH,
+                    timeout=self.request_timeout,
+                )
+                return
+            except KubeApiError as exc:
+                if exc.status != 409:
+                    raise
+        raise KubeApiError(409, f"InferencePool {pool.namespace}/{pool.name}: status kept changing under us")
 
     def _write(
         self,

@@ -1,4 +1,4 @@
-"""Clusters: per-target EDS clusters (picker-served, override_host), the pool catch-all, the picker."""
+"""Clusters: per-target clusters (override_host), the pool catch-all (the pool's Pods), the picker."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ def _high_circuit_breakers() -> CircuitBreakers:
 def _picker_eds_source(pool: PoolPlan) -> ConfigSource:
     # google_grpc, not envoy_grpc: Envoy requires an envoy_grpc xDS cluster to be static in the bootstrap,
     # and under EG every cluster (the picker's too) arrives over CDS.
+    assert pool.picker is not None
     grpc = GrpcService()
     grpc.google_grpc.target_uri = pool.picker.target_uri
     grpc.google_grpc.stat_prefix = f"inference_eds_{pool.namespace}_{pool.name}"
@@ -77,17 +78,19 @@ def _override_host_policy() -> LoadBalancingPolicy:
     return policy
 
 
-def eds_cluster_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
-    """What every EDS cluster of a pool shares; built once per pool, copied per target (hot at scale)."""
-    cluster = Cluster(type=Cluster.EDS)
-    cluster.eds_cluster_config.eds_config.CopyFrom(_picker_eds_source(pool))
+def _upstream_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
+    """What every cluster to a pool's model servers shares: limits, balancing, protocol."""
+    cluster = Cluster()
     cluster.connect_timeout.seconds = CONNECT_TIMEOUT_SECONDS
     cluster.per_connection_buffer_limit_bytes.value = options.max_body_bytes
     cluster.load_balancing_policy.CopyFrom(_override_host_policy())
     cluster.circuit_breakers.CopyFrom(_high_circuit_breakers())
     cluster.outlier_detection.CopyFrom(outlier_detection())
     protocol = HttpProtocolOptions()
-    protocol.explicit_http_config.http_protocol_options.SetInParent()
+    if pool.app_protocol == contract.APP_PROTOCOL_H2C:
+        protocol.explicit_http_config.http2_protocol_options.SetInParent()  # prior knowledge, cleartext
+    else:
+        protocol.explicit_http_config.http_protocol_options.SetInParent()
     # vLLM (uvicorn) closes a keep-alive connection after 5 s idle; a request Envoy sends on one just as it
     # closes fails with "connection termination". Envoy closes its idle connections first.
     protocol.common_http_protocol_options.idle_timeout.seconds = UPSTREAM_IDLE_TIMEOUT_SECONDS
@@ -95,11 +98,41 @@ def eds_cluster_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
     return cluster
 
 
-def _eds_cluster(name: str, eds_resource: str, template: Cluster) -> Cluster:
+def eds_cluster_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
+    """A cluster whose endpoints the pool's picker serves over EDS; built once per pool, copied per target."""
+    cluster = _upstream_template(pool, options)
+    cluster.type = Cluster.EDS
+    cluster.eds_cluster_config.eds_config.CopyFrom(_picker_eds_source(pool))
+    return cluster
+
+
+def _endpoints_assignment(name: str, endpoints: Sequence[str]) -> ClusterLoadAssignment:
+    lb_endpoints = []
+    for endpoint in endpoints:
+        host, _, port = endpoint.rpartition(":")
+        address = Address(socket_address=SocketAddress(address=host, port_value=int(port)))
+        lb_endpoints.append(LbEndpoint(endpoint=Endpoint(address=address)))
+    return ClusterLoadAssignment(
+        cluster_name=name, endpoints=[LocalityLbEndpoints(lb_endpoints=lb_endpoints)]
+    )
+
+
+def static_cluster_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
+    """A cluster over the pool's ready endpoints as the extension server sees its Pods (any picker)."""
+    cluster = _upstream_template(pool, options)
+    cluster.type = Cluster.STATIC
+    cluster.load_assignment.CopyFrom(_endpoints_assignment("", pool.endpoints or ()))
+    return cluster
+
+
+def _named(template: Cluster, name: str, eds_resource: str) -> Cluster:
     cluster = Cluster()
     cluster.CopyFrom(template)
     cluster.name = name
-    cluster.eds_cluster_config.service_name = eds_resource
+    if cluster.type == Cluster.EDS:
+        cluster.eds_cluster_config.service_name = eds_resource
+    else:
+        cluster.load_assignment.cluster_name = name
     return cluster
 
 
@@ -114,7 +147,9 @@ def _pool_metadata(pool: PoolPlan, role: str) -> dict[str, object]:
 
 def target_cluster_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
     """What every target cluster of a pool shares, metadata included (built once per pool)."""
-    cluster = eds_cluster_template(pool, options)
+    cluster = (
+        eds_cluster_template(pool, options) if pool.eds_targets else static_cluster_template(pool, options)
+    )
     values = _pool_metadata(pool, Role.TARGET)
     values[MetadataKey.SOURCE] = pool.source
     metadata.set_ours(cluster.metadata, values)
@@ -133,7 +168,7 @@ def build_target_cluster(
     `template` is target_cluster_template(pool, options), passed in by callers building many clusters.
     """
     base = template if template is not None else target_cluster_template(pool, options)
-    cluster = _eds_cluster(target.cluster, target.eds_resource, base)
+    cluster = _named(base, target.cluster, target.eds_resource)
     # Written field by field (not through a dict): this runs for every target of every pool.
     fields = metadata.ours_struct(cluster.metadata).fields
     fields[MetadataKey.TARGET_MODEL].string_value = target.model
@@ -150,10 +185,13 @@ def build_target_cluster(
 
 
 def build_catch_all_cluster(pool: PoolPlan, options: CompileOptions, name: str | None = None) -> Cluster:
-    """The pool's cluster for models without an InferenceModel (the picker narrows to pods serving it)."""
-    cluster = _eds_cluster(
-        name or pool.catch_all_cluster, pool.eds_resource, eds_cluster_template(pool, options)
-    )
+    """The pool's cluster for models without an InferenceModel: every ready pod of the pool (the picker's
+    EDS when the source does not read Pods)."""
+    if pool.endpoints is None and pool.eds_targets:
+        template = eds_cluster_template(pool, options)
+    else:
+        template = static_cluster_template(pool, options)
+    cluster = _named(template, name or pool.catch_all_cluster, pool.eds_resource)
     values = _pool_metadata(pool, Role.CATCH_ALL)
     values[MetadataKey.SOURCE] = pool.source
     metadata.set_ours(cluster.metadata, values)
@@ -163,6 +201,7 @@ def build_catch_all_cluster(pool: PoolPlan, options: CompileOptions, name: str |
 def build_picker_cluster(pool: PoolPlan, options: CompileOptions) -> Cluster:
     """The endpoint picker Service: HTTP/2 gRPC (ext_proc + EDS), DNS, high limits, gRPC health check."""
     picker = pool.picker
+    assert picker is not None
     cluster = Cluster(name=picker.cluster, type=Cluster.STRICT_DNS)
     cluster.connect_timeout.seconds = CONNECT_TIMEOUT_SECONDS
     cluster.dns_lookup_family = Cluster.V4_PREFERRED
@@ -205,7 +244,7 @@ def build_pool_clusters(
     pool: PoolPlan, options: CompileOptions, with_catch_all: bool = True
 ) -> list[Cluster]:
     """Every cluster a pool needs, in name order."""
-    clusters = [build_picker_cluster(pool, options)]
+    clusters = [] if pool.picker is None else [build_picker_cluster(pool, options)]
     if with_catch_all:
         clusters.append(build_catch_all_cluster(pool, options))
     template = target_cluster_template(pool, options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
@@ -16,6 +17,12 @@ from api.model import InferenceModel, InferencePool
 class CompileInputs:
     pools: tuple[InferencePool, ...]
     models: tuple[InferenceModel, ...]
+    # Pool "ns/name" -> its ready endpoints "ip:port" (pod IPs x targetPorts), sorted. None: the source
+    # does not read Pods, so pool clusters get their endpoints from an EDS-serving picker only.
+    endpoints: Mapping[str, tuple[str, ...]] | None = None
+    # Service "ns/name" -> its annotations. None: the source does not read Services, and every picker
+    # Service counts as present and as this project's picker.
+    services: Mapping[str, Mapping[str, str]] | None = None
 
 
 @dataclass(frozen=True)

@@ -63,9 +63,11 @@ def apply_pool_settings(route: Route, pool: PoolPlan, options: CompileOptions) -
     """What every route of a pool needs: the pool's picker and the usage filter switched on, bodies up to
     max_body_bytes."""
     # Packed once and parsed per route: thousands of routes carry the same per-filter config.
-    route.typed_per_filter_config[pool.ext_proc_filter].ParseFromString(_enable_ext_proc())
-    # Exactly where the picker runs: only its requests are access-logged, so only they need usage.
-    route.typed_per_filter_config[naming.USAGE_FILTER].ParseFromString(_enable_usage())
+    if pool.picker is not None:
+        route.typed_per_filter_config[pool.ext_proc_filter].ParseFromString(_enable_ext_proc())
+    if pool.picker is not None and pool.picker.serves_eds:
+        # Exactly where our picker runs: only its requests are access-logged, so only they need usage.
+        route.typed_per_filter_config[naming.USAGE_FILTER].ParseFromString(_enable_usage())
     # The picker's destination into the header (weighted-cluster entries override it with their own).
     route.typed_per_filter_config[naming.LUA_FILTER].ParseFromString(_lua_destination())
     route.request_body_buffer_limit.value = options.max_body_bytes
@@ -121,7 +123,7 @@ def build_model_route(
             continue  # listed in metadata, never chosen
         entry = weighted.clusters.add(name=target.cluster)
         entry.weight.value = target.weight
-        if pool.picker.failure_mode_allow:
+        if pool.fail_open:
             entry.typed_per_filter_config[naming.LUA_FILTER].ParseFromString(_lua_rewrite(target.model))
     # Written field by field (not through a dict): this runs for every model.
     fields = metadata.ours_struct(route.metadata).fields

@@ -69,11 +69,18 @@ class HookContext:
         snapshot = await self.source.fresh_snapshot()
         # The same object while nothing changed: the cache then reuses its plan across EG's hook calls.
         if self._last is None or self._last[0] is not snapshot:
-            inputs = CompileInputs(
-                pools=tuple(snapshot.pools.values()), models=tuple(snapshot.models.values())
-            )
-            self._last = (snapshot, inputs)
+            self._last = (snapshot, inputs_of(snapshot, getattr(self.source, "kinds_read", frozenset())))
         return self._last[1]
+
+
+def inputs_of(snapshot: Snapshot, kinds_read: frozenset[str]) -> CompileInputs:
+    """The compile inputs of one snapshot; Pods and Services only where the source reads them."""
+    pools = tuple(snapshot.pools.values())
+    endpoints = None
+    if "Pod" in kinds_read:
+        endpoints = {pool.key: snapshot.pool_endpoints(pool) for pool in pools}
+    services = snapshot.service_annotations() if "Service" in kinds_read else None
+    return CompileInputs(pools, tuple(snapshot.models.values()), endpoints, services)
 
 
 def decode_resources(resources: Sequence[ExtensionResource], hook: str) -> list[Mapping[str, Any]]:

@@ -39,6 +39,22 @@ local function destination_from_picker(request_handle)
   end
   return true, body
 end
+
+-- GIE's protocol: the endpoint that served the request, for the picker (ext_proc response headers carry
+-- envoy.lb to it; Envoy runs this filter's response side before the picker's).
+function envoy_on_response(response_handle)
+  local info = response_handle:streamInfo()
+  local ok, address = pcall(function() return info:upstreamRemoteAddress() end)
+  if not ok or address == nil or address == "" then
+    local lb = info:dynamicMetadata():get({namespace})
+    address = lb and lb[{header}]
+    if address == nil then
+      return
+    end
+    address = string.match(address, "^[^,]+")
+  end
+  info:dynamicMetadata():set({namespace}, {served}, address)
+end
 """
 
 # Catch-all and backend-ref routes of a pool: the destination only.
@@ -79,6 +95,7 @@ def _destination_code() -> str:
     return _DESTINATION.format(
         namespace=_lua_string(contract.LB_METADATA_NAMESPACE),
         header=_lua_string(contract.HEADER_DESTINATION_ENDPOINT),
+        served=_lua_string(contract.HEADER_DESTINATION_SERVED),
     )
 
 
