@@ -25,6 +25,7 @@ class MetadataKey:
     CLUSTER = "cluster"  # inside TARGETS entries
     EG_ROUTE = "eg_route"  # on backend-ref routes: the name EG gave the route we expanded
     POOL_API_VERSION = "pool_api_version"
+    POOLS = "pools"  # on weighted-pools routes: list of {pool_namespace, pool_name, weight, cluster}
 
 
 class Role:
@@ -34,6 +35,7 @@ class Role:
     MODEL_ROUTE = "model-route"
     MODELS_LIST = "models-list"
     BACKEND_REF = "backend-ref"  # EG's route/cluster for an HTTPRoute backendRef to a pool
+    WEIGHTED_POOLS = "weighted-pools"  # EG's route for one HTTPRoute rule with several pools
     VIRTUAL_HOST = "virtual-host"  # our catch-all virtual host on an attach-to listener
 
 

@@ -10,6 +10,7 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from api import contract
+from api.httproute import RuleBackends, RuleKey
 from api.model import InferenceModel, InferencePool
 
 
@@ -23,6 +24,8 @@ class CompileInputs:
     # Service "ns/name" -> its annotations. None: the source does not read Services, and every picker
     # Service counts as present and as this project's picker.
     services: Mapping[str, Mapping[str, str]] | None = None
+    # HTTPRoute rules naming pools (api/httproute.py): the weights of a rule with several pools.
+    rules: Mapping[RuleKey, RuleBackends] | None = None
 
 
 @dataclass(frozen=True)

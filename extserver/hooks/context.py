@@ -11,6 +11,7 @@ import structlog
 from kubernetes.client import ApiClient
 
 from api.egextension.context_pb2 import ExtensionResource
+from api.httproute import rule_backends
 from api.sources import status as sources_status
 from api.sources.store import Snapshot
 from extserver.compile import CompileCache, CompileInputs, CompileOptions
@@ -80,7 +81,10 @@ def inputs_of(snapshot: Snapshot, kinds_read: frozenset[str]) -> CompileInputs:
     if "Pod" in kinds_read:
         endpoints = {pool.key: snapshot.pool_endpoints(pool) for pool in pools}
     services = snapshot.service_annotations() if "Service" in kinds_read else None
-    return CompileInputs(pools, tuple(snapshot.models.values()), endpoints, services)
+    rules = None
+    if "HTTPRoute" in kinds_read:
+        rules = rule_backends(snapshot.others_of_kind("HTTPRoute", "gateway.networking.k8s.io/v1"))
+    return CompileInputs(pools, tuple(snapshot.models.values()), endpoints, services, rules)
 
 
 def decode_resources(resources: Sequence[ExtensionResource], hook: str) -> list[Mapping[str, Any]]:
