@@ -11,6 +11,7 @@ from hack.realparts.build import (
     Part,
     binary,
     eg_crd_files,
+    gie_crd_files,
     go_available,
     stack_version_line,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "Part",
     "binary",
     "eg_crd_files",
+    "gie_crd_files",
     "go_available",
     "stack_version_line",
 ]

@@ -102,9 +102,9 @@ def _go_version() -> str:
 
 
 def _stamp_key(part: Part) -> str:
-    digest = hashlib.sha256(
-        f"{part.package}@{part.version} {part.ldflags} test={part.test} {_go_version()}".encode()
-    )
+    # A test binary's key says so; other keys stay as they were (so existing caches stay valid).
+    test = " test" if part.test else ""
+    digest = hashlib.sha256(f"{part.package}@{part.version} {part.ldflags}{test} {_go_version()}".encode())
     if part.wrapper_dir is not None:
         for name in ("go.mod", "go.sum"):
             digest.update((part.wrapper_dir / name).read_bytes())
@@ -195,6 +195,27 @@ def eg_crd_files() -> list[Path]:
             lines = [line for line in source.read_text().splitlines() if not line.startswith("{{")]
             (out_dir / f"{index:02d}-{source.name}").write_text("\n".join(lines) + "\n")
         write_stamp(stamp, EG_VERSION)
+    return sorted(out_dir.glob("*.yaml"))
+
+
+def gie_crd_files() -> list[Path]:
+    """GIE's own InferencePool (inference.networking.k8s.io/v1) CRD at GIE_VERSION, from its module: the one
+    the conformance suite is written against, with the bundle-version annotation it reads."""
+    out_dir = cache_root() / "crds" / f"gateway-api-inference-extension-{GIE_VERSION}"
+    stamp = out_dir / ".stamp"
+    if not stamp_ok(stamp, GIE_VERSION):
+        source = (
+            _module_dir(GIE_MODULE, GIE_VERSION)
+            / "config"
+            / "crd"
+            / "bases"
+            / "inference.networking.k8s.io_inferencepools.yaml"
+        )
+        if not source.is_file():
+            raise RuntimeError(f"the Inference Extension {GIE_VERSION} module lacks {source.name}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / source.name).write_bytes(source.read_bytes())
+        write_stamp(stamp, GIE_VERSION)
     return sorted(out_dir.glob("*.yaml"))
 
 
