@@ -1,4 +1,5 @@
-"""Builds Envoy Gateway, etcd, kube-apiserver, kube-controller-manager and kubectl with the Go toolchain.
+"""Builds Envoy Gateway, etcd, kube-apiserver, kube-controller-manager, kubectl and the Inference Extension's
+conformance parts (the suite, lwepp, echo-basic) with the Go toolchain.
 
 Each binary lands in ``<cache>/bin/<name>-<version>``, built under a lock and finished by a stamp, so
 concurrent runs wait for one build and an interrupted build is redone. Go's own build cache makes a
@@ -29,6 +30,9 @@ KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 # The Gateway API release EG v1.9.1 pins in its go.mod (its CRDs ship inside EG's module).
 GATEWAY_API_VERSION = "v1.6.1"
+# The Gateway API Inference Extension release whose conformance suite we run (it pins Gateway API v1.6.1 too).
+GIE_MODULE = "sigs.k8s.io/gateway-api-inference-extension"
+GIE_VERSION = "v1.6.0"
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Part:
     package: str
     wrapper: str | None = None  # directory under hack/realparts holding a go.mod that pins the module
     ldflags: str = ""  # the version stamps a release build sets (what `version` commands and /version say)
+    test: bool = False  # a test binary (`go test -c`) of a non-main package, run like any program
 
     @property
     def wrapper_dir(self) -> Path | None:
@@ -52,6 +57,8 @@ _K8S_LDFLAGS = (
     f"-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor={_K8S_MINOR} "
     "-X k8s.io/component-base/version.gitTreeState=clean"
 )
+
+_GIE_LDFLAGS = f"-X {GIE_MODULE}/version.BuildRef={GIE_VERSION}"
 
 PARTS: dict[str, Part] = {
     part.name: part
@@ -67,8 +74,16 @@ PARTS: dict[str, Part] = {
             Part(name, KUBERNETES_VERSION, f"k8s.io/kubernetes/cmd/{name}", "kubernetes", _K8S_LDFLAGS)
             for name in ("kube-apiserver", "kube-controller-manager", "kubectl")
         ),
+        # The conformance run's parts (hack/conformance.sh); the stack builds them only when asked.
+        Part("conformance", GIE_VERSION, f"{GIE_MODULE}/conformance", "conformance", test=True),
+        Part("lwepp", GIE_VERSION, f"{GIE_MODULE}/cmd/lwepp", "lwepp", _GIE_LDFLAGS),
+        Part(
+            "echo-basic", GATEWAY_API_VERSION, "sigs.k8s.io/gateway-api/conformance/echo-basic", "echo-basic"
+        ),
     )
 }
+# What `up` builds; the rest are built on first use (hack/conformance.sh, or a Pod running their image).
+STACK_PARTS = ("envoy-gateway", "etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
 
 
 def _log(message: str) -> None:
@@ -87,7 +102,9 @@ def _go_version() -> str:
 
 
 def _stamp_key(part: Part) -> str:
-    digest = hashlib.sha256(f"{part.package}@{part.version} {part.ldflags} {_go_version()}".encode())
+    # A test binary's key says so; other keys stay as they were (so existing caches stay valid).
+    test = " test" if part.test else ""
+    digest = hashlib.sha256(f"{part.package}@{part.version} {part.ldflags}{test} {_go_version()}".encode())
     if part.wrapper_dir is not None:
         for name in ("go.mod", "go.sum"):
             digest.update((part.wrapper_dir / name).read_bytes())
@@ -119,7 +136,8 @@ def _go_build(part: Part, out: Path) -> None:
         return
     # -buildvcs=false: the wrappers sit inside this repository, whose VCS state says nothing of the binary
     # (and a clone owned by another user makes git refuse, failing the build).
-    cmd = ["go", "build", "-buildvcs=false", f"-ldflags={part.ldflags}", "-o", str(out), part.package]
+    verb = ["test", "-c"] if part.test else ["build"]
+    cmd = ["go", *verb, "-buildvcs=false", f"-ldflags={part.ldflags}", "-o", str(out), part.package]
     _log(f"$ (cd {part.wrapper_dir}) " + " ".join(cmd))
     subprocess.run(cmd, check=True, env=env, cwd=part.wrapper_dir)
 
@@ -177,6 +195,27 @@ def eg_crd_files() -> list[Path]:
             lines = [line for line in source.read_text().splitlines() if not line.startswith("{{")]
             (out_dir / f"{index:02d}-{source.name}").write_text("\n".join(lines) + "\n")
         write_stamp(stamp, EG_VERSION)
+    return sorted(out_dir.glob("*.yaml"))
+
+
+def gie_crd_files() -> list[Path]:
+    """GIE's own InferencePool (inference.networking.k8s.io/v1) CRD at GIE_VERSION, from its module: the one
+    the conformance suite is written against, with the bundle-version annotation it reads."""
+    out_dir = cache_root() / "crds" / f"gateway-api-inference-extension-{GIE_VERSION}"
+    stamp = out_dir / ".stamp"
+    if not stamp_ok(stamp, GIE_VERSION):
+        source = (
+            _module_dir(GIE_MODULE, GIE_VERSION)
+            / "config"
+            / "crd"
+            / "bases"
+            / "inference.networking.k8s.io_inferencepools.yaml"
+        )
+        if not source.is_file():
+            raise RuntimeError(f"the Inference Extension {GIE_VERSION} module lacks {source.name}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / source.name).write_bytes(source.read_bytes())
+        write_stamp(stamp, GIE_VERSION)
     return sorted(out_dir.glob("*.yaml"))
 
 

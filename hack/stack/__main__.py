@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from hack.realparts import PARTS, binary
+from hack.realparts import STACK_PARTS, binary
 from hack.stack import network
 from hack.stack.podlet import STACK_MARKER
 
@@ -54,7 +54,7 @@ def up(state: Path, options: dict[str, object]) -> int:
         print(f"KUBECONFIG={state / 'kubeconfig'}")
         _print_gateways(state)
         return 0
-    for name in PARTS:
+    for name in STACK_PARTS:  # the conformance parts build on first use
         binary(name)
     for stale in ("ready", "failed", "gateways"):
         (state / stale).unlink(missing_ok=True)
@@ -150,10 +150,20 @@ def main() -> int:
         default=[],
         help="an Envoy Gateway runtime flag, e.g. XDSNameSchemeV2",
     )
+    parser.add_argument(
+        "--envoy-deploy",
+        choices=("ControllerNamespace", "GatewayNamespace"),
+        default="ControllerNamespace",
+        help="where Envoy Gateway deploys each Gateway's Envoy (its provider.kubernetes.deploy.type)",
+    )
     args = parser.parse_args()
     state = args.state.resolve()
     if args.command == "up":
-        return up(state, {"runtime_flags": args.runtime_flag})
+        options: dict[str, object] = {"runtime_flags": args.runtime_flag}
+        if args.envoy_deploy != "ControllerNamespace":
+            deploy = {"deploy": {"type": args.envoy_deploy}}
+            options["eg_extra"] = {"provider": {"type": "Kubernetes", "kubernetes": deploy}}
+        return up(state, options)
     if args.command == "down":
         return down(state)
     from hack.stack.supervisor import supervise

@@ -4,7 +4,8 @@ With the Kubernetes provider EG reads its xDS server certificates from the fixed
 its Deployment mounts them). The machine's / stays untouched: EG runs chrooted into a directory of the
 stack's own that bind-mounts the system's /usr, /lib, /dev and /proc, with /certs, its config, a
 kubeconfig and a resolv.conf that points at the cluster DNS (so EG dials the extension server by its
-Service name, as in a cluster).
+Service name, as in a cluster). In GatewayNamespace deploy mode it also holds a ServiceAccount token at
+the in-cluster path, for the TokenReviews that authenticate each Envoy.
 """
 
 from __future__ import annotations
@@ -19,15 +20,25 @@ from typing import Any
 import yaml
 from kubernetes.client import ApiClient
 
-from api.sources.kubeapi import request_json, resource_path
+from api.sources.kubeapi import KubeApiError, request_json, resource_path
 from hack.realparts import binary
 from hack.stack import network
+from hack.stack.controlplane import APISERVER_PORT
 from localgateway.processes import ManagedProcess
 
 NAMESPACE = "envoy-gateway-system"
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "config" / "envoy-gateway" / "envoy-gateway-config.yaml"
 XDS_PORT = 18000
 _SYSTEM_DIRS = ("usr", "lib", "lib64", "bin", "sbin", "dev", "proc", "etc/ssl")
+SERVICE_ACCOUNT = "envoy-gateway"
+IN_CLUSTER_DIR = "var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_SECONDS = 7 * 24 * 3600
+
+
+def gateway_namespace_mode(config: dict[str, Any]) -> bool:
+    """EG deploys each Gateway's Envoy in the Gateway's namespace (provider.kubernetes.deploy.type)."""
+    deploy = ((config.get("provider") or {}).get("kubernetes") or {}).get("deploy") or {}
+    return bool(deploy.get("type") == "GatewayNamespace")
 
 
 def eg_config(runtime_flags: Sequence[str] = (), extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -112,10 +123,54 @@ class EnvoyGateway:
             "client-key": "/pki/admin.key",
         }
         (self.root / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+        if gateway_namespace_mode(config):
+            self._write_service_account(api)
         target = self.root / "envoy-gateway"
         target.unlink(missing_ok=True)
         target.write_bytes(binary("envoy-gateway").read_bytes())
         target.chmod(0o755)
+
+    def _write_service_account(self, api: ApiClient) -> None:
+        """In GatewayNamespace mode EG checks each Envoy's ServiceAccount token with a TokenReview, through
+        an in-cluster client that reads its own token at the fixed in-cluster path: give it one there, of
+        a ServiceAccount allowed to review tokens (system:auth-delegator), as EG's Deployment has."""
+        account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT}}
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"{SERVICE_ACCOUNT}-token-review"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:auth-delegator",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}],
+        }
+        for path, obj in (
+            (resource_path("v1", "serviceaccounts", NAMESPACE), account),
+            ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding),
+        ):
+            try:
+                request_json(api, "POST", path, body=obj)
+            except KubeApiError as err:
+                if err.status != 409:  # 409: there already
+                    raise
+        request: dict[str, Any] = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": TOKEN_SECONDS},
+        }
+        answer = request_json(
+            api,
+            "POST",
+            resource_path("v1", "serviceaccounts", NAMESPACE, SERVICE_ACCOUNT, "token"),
+            body=request,
+        )
+        directory = self.root / IN_CLUSTER_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "token").write_text(str(answer["status"]["token"]))
+        (directory / "ca.crt").write_bytes((self.pki_dir / "ca.crt").read_bytes())
+        (directory / "namespace").write_text(NAMESPACE)
 
     def start(self, api: ApiClient, config: dict[str, Any]) -> ManagedProcess:
         self._write_root(api, config)
@@ -125,7 +180,14 @@ class EnvoyGateway:
             f"{binds} && exec chroot {root} /envoy-gateway server --config-path /config/envoy-gateway.yaml"
         )
         cmd = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script]
-        env = {"KUBECONFIG": "/kubeconfig", "ENVOY_GATEWAY_NAMESPACE": NAMESPACE, "HOME": "/tmp"}
+        env = {
+            "KUBECONFIG": "/kubeconfig",
+            "ENVOY_GATEWAY_NAMESPACE": NAMESPACE,
+            "HOME": "/tmp",
+            # What an in-cluster client needs besides its token (GatewayNamespace mode's TokenReviews).
+            "KUBERNETES_SERVICE_HOST": network.NODE_IP,
+            "KUBERNETES_SERVICE_PORT": str(APISERVER_PORT),
+        }
         self.process = ManagedProcess("envoy-gateway", cmd, self.state / "logs" / "envoy-gateway.log", env)
         self.process.start()
         return self.process

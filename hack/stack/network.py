@@ -2,8 +2,9 @@
 
 Nothing touches the machine's own network: every interface lives in a namespace the stack made (the
 node's bridge, each Pod's veth pair), and the machine's loopback only gets listening sockets that
-forward into the node namespace. Sockets are opened inside a namespace by switching this thread into it
-for the `socket()` call alone (a socket keeps the namespace it was made in).
+forward into the node namespace (on 127.0.0.1, or on another address of 127.0.0.0/8, which Linux
+routes to `lo` without any configuration). Sockets are opened inside a namespace by switching this
+thread into it for the `socket()` call alone (a socket keeps the namespace it was made in).
 """
 
 from __future__ import annotations
@@ -68,15 +69,17 @@ def inside(path: str) -> Iterator[None]:
                 raise OSError(ctypes.get_errno(), "setns back home")
 
 
-def listener_in(path: str, port: int, host: str = "127.0.0.1") -> socket.socket:
-    """A listening TCP socket on host:port in the namespace at `path` (port 0: any; taken: any)."""
+def listener_in(path: str, port: int, host: str = "127.0.0.1", exact: bool = False) -> socket.socket:
+    """A listening TCP socket on host:port in the namespace at `path` (port 0: any; taken: any, unless
+    `exact`, which raises OSError instead)."""
     with inside(path):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError:
-        if not port:
+        if not port or exact:
+            sock.close()
             raise
         sock.bind((host, 0))
     sock.listen(128)
@@ -146,16 +149,26 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class Forward:
-    """Listens on 127.0.0.1 of the machine (the namespace at `listen_ns`) and connects from this one."""
+    """Listens on a loopback address of the machine (the namespace at `listen_ns`) and connects from this
+    one; `exact`: the port or nothing (start raises OSError), else any port when `local_port` is taken."""
 
-    def __init__(self, listen_ns: str, target: tuple[str, int], local_port: int = 0) -> None:
+    def __init__(
+        self,
+        listen_ns: str,
+        target: tuple[str, int],
+        local_port: int = 0,
+        host: str = "127.0.0.1",
+        exact: bool = False,
+    ) -> None:
         self.listen_ns = listen_ns
         self.target = target
         self.local_port = local_port
+        self.host = host
+        self.exact = exact
         self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
-        sock = listener_in(self.listen_ns, self.local_port)
+        sock = listener_in(self.listen_ns, self.local_port, self.host, self.exact)
         self._server = await asyncio.start_server(self._handle, sock=sock)
         self.local_port = int(sock.getsockname()[1])
         return self.local_port

@@ -233,7 +233,8 @@ class Podlet:
         meta, spec = pod["metadata"], pod["spec"]
         uid = meta["uid"]
         try:
-            plans = [(c, plan(c)) for c in spec.get("containers") or []]
+            # In a thread: an image's binary may be built on first use (minutes), and probes go on meanwhile.
+            plans = await asyncio.to_thread(lambda: [(c, plan(c)) for c in spec.get("containers") or []])
         except Unsupported as err:
             self.pending[uid] = str(err)
             await self._patch_status(
@@ -302,6 +303,8 @@ class Podlet:
             localize_files(Path(local_dir), mounts)
         if container_plan.in_cluster:
             argv = self._in_cluster(argv, local, mounts)
+        if container_plan.kubeconfig_env:
+            env["KUBECONFIG"] = str(self._token_kubeconfig(local, mounts))
         ports = {
             str(p["name"]): int(p["containerPort"]) for p in container.get("ports") or [] if p.get("name")
         }
@@ -315,19 +318,23 @@ class Podlet:
             local.directory / f"{container['name']}.log",
         )
 
-    def _in_cluster(
-        self, argv: tuple[str, ...], local: LocalPod, mounts: Mapping[str, str]
-    ) -> tuple[str, ...]:
-        """--in-cluster reads the token at a fixed path: hand the same token over as a kubeconfig."""
+    def _token_kubeconfig(self, local: LocalPod, mounts: Mapping[str, str]) -> Path:
+        """The Pod's mounted ServiceAccount token and CA as a kubeconfig (in-cluster reads a fixed path)."""
         account = mounts.get("/var/run/secrets/kubernetes.io/serviceaccount")
         if account is None:
-            raise Unsupported("--in-cluster without a mounted ServiceAccount token")
-        config = write_kubeconfig(
+            raise Unsupported("the API server is reachable only with a mounted ServiceAccount token")
+        return write_kubeconfig(
             local.directory / "kubeconfig",
             f"https://{network.NODE_IP}:{APISERVER_PORT}",
             Path(account) / "ca.crt",
             {"tokenFile": str(Path(account) / "token")},
         )
+
+    def _in_cluster(
+        self, argv: tuple[str, ...], local: LocalPod, mounts: Mapping[str, str]
+    ) -> tuple[str, ...]:
+        """--in-cluster reads the token at a fixed path: hand the same token over as a kubeconfig."""
+        config = self._token_kubeconfig(local, mounts)
         out: list[str] = []
         for word in argv:
             out += ["--kubeconfig", str(config)] if word == "--in-cluster" else [word]

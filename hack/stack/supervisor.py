@@ -82,7 +82,7 @@ class Stack:
         config = eg_config(self.options.get("runtime_flags", ()), self.options.get("eg_extra"))
         await asyncio.to_thread(self._start_eg, api, config)
         await self._wait_deployments(api)
-        self.balancer = LoadBalancer(api, self.host_netns, NAMESPACE, self.state)
+        self.balancer = LoadBalancer(api, self.host_netns, self.state)
         self.tasks.append(asyncio.create_task(self.balancer.run()))
         self.tasks.append(asyncio.create_task(self._keep_eg_running(api, config)))
 
