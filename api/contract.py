@@ -173,10 +173,12 @@ class GieExtProcMode:
     """ProcessingMode for any other endpoint picker, as GIE's protocol has it (docs/xds.md)."""
 
     # An EPP reads request headers (e.g. GIE's test header) and may answer them only once the body
-    # ended, which only the streamed full-duplex mode allows (BUFFERED would wait on the headers answer).
+    # ended. STREAMED with send_body_without_waiting_for_header_response gives it the body meanwhile;
+    # FULL_DUPLEX_STREAMED would also, but then an EPP that answers body chunks without sending them
+    # back (GIE's own test EPP does) empties the body Envoy forwards.
     REQUEST_HEADER = "SEND"
-    REQUEST_BODY = "FULL_DUPLEX_STREAMED"
-    REQUEST_TRAILER = "SEND"  # Envoy requires SEND with a FULL_DUPLEX_STREAMED body
+    REQUEST_BODY = "STREAMED"
+    REQUEST_TRAILER = "SKIP"
     # Response headers carry envoy.lb's x-gateway-destination-endpoint-served back to the EPP.
     RESPONSE_HEADER = "SEND"
     RESPONSE_BODY = "NONE"

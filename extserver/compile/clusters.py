@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from envoy.config.cluster.v3.circuit_breaker_pb2 import CircuitBreakers
 from envoy.config.cluster.v3.cluster_pb2 import Cluster, LoadBalancingPolicy
 from envoy.config.core.v3.address_pb2 import Address, SocketAddress
+from envoy.config.core.v3.base_pb2 import TransportSocket
 from envoy.config.core.v3.config_source_pb2 import ApiConfigSource, ApiVersion, ConfigSource
 from envoy.config.core.v3.grpc_service_pb2 import GrpcService
 from envoy.config.core.v3.health_check_pb2 import HealthCheck
@@ -15,6 +16,7 @@ from envoy.config.endpoint.v3.endpoint_components_pb2 import Endpoint, LbEndpoin
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.extensions.load_balancing_policies.least_request.v3.least_request_pb2 import LeastRequest
 from envoy.extensions.load_balancing_policies.override_host.v3.override_host_pb2 import OverrideHost
+from envoy.extensions.transport_sockets.tls.v3.tls_pb2 import UpstreamTlsContext
 from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpProtocolOptions
 
 from api import contract
@@ -33,6 +35,7 @@ OVERRIDE_HOST_POLICY = "envoy.load_balancing_policies.override_host"
 LEAST_REQUEST_POLICY = "envoy.load_balancing_policies.least_request"
 PICKER_HEALTH_INTERVAL_SECONDS = 5
 PICKER_HEALTH_TIMEOUT_SECONDS = 1
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 
 
 def _high_circuit_breakers() -> CircuitBreakers:
@@ -198,6 +201,16 @@ def build_catch_all_cluster(pool: PoolPlan, options: CompileOptions, name: str |
     return cluster
 
 
+def _epp_tls(host: str) -> TransportSocket:
+    """TLS to a GIE endpoint picker, which serves TLS by default (a self-signed certificate: unverified,
+    as GIE's own gateway configurations do)."""
+    context = UpstreamTlsContext(sni=host)
+    context.common_tls_context.alpn_protocols.append("h2")
+    socket = TransportSocket(name=TLS_TRANSPORT_SOCKET)
+    socket.typed_config.Pack(context, deterministic=True)
+    return socket
+
+
 def build_picker_cluster(pool: PoolPlan, options: CompileOptions) -> Cluster:
     """The endpoint picker Service: HTTP/2 gRPC (ext_proc + EDS), DNS, high limits, gRPC health check."""
     picker = pool.picker
@@ -227,13 +240,18 @@ def build_picker_cluster(pool: PoolPlan, options: CompileOptions) -> Cluster:
     # A picker Pod that DNS no longer returns (rolled out, deleted) leaves at once: by default Envoy keeps a
     # removed host until its health check fails three times, and FailClose requests to it answer 500.
     cluster.ignore_health_on_host_removal = True
-    check = HealthCheck()
-    check.timeout.seconds = PICKER_HEALTH_TIMEOUT_SECONDS
-    check.interval.seconds = PICKER_HEALTH_INTERVAL_SECONDS
-    check.unhealthy_threshold.value = 3
-    check.healthy_threshold.value = 1
-    check.grpc_health_check.SetInParent()
-    cluster.health_checks.append(check)
+    if picker.serves_eds:
+        # Ours answers gRPC health on its ext_proc port; GIE's EPPs serve health on a port of their own
+        # (lwepp: --grpc-health-port) that the pool does not name, so theirs get no active check.
+        check = HealthCheck()
+        check.timeout.seconds = PICKER_HEALTH_TIMEOUT_SECONDS
+        check.interval.seconds = PICKER_HEALTH_INTERVAL_SECONDS
+        check.unhealthy_threshold.value = 3
+        check.healthy_threshold.value = 1
+        check.grpc_health_check.SetInParent()
+        cluster.health_checks.append(check)
+    else:
+        cluster.transport_socket.CopyFrom(_epp_tls(picker.host))
     values = _pool_metadata(pool, Role.PICKER)
     values[MetadataKey.SOURCE] = pool.source
     metadata.set_ours(cluster.metadata, values)

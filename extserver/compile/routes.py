@@ -56,8 +56,8 @@ def _lua_destination() -> bytes:
 
 
 @functools.lru_cache(maxsize=8192)
-def _lua_rewrite(target_model: str) -> bytes:
-    return lua.per_cluster_rewrite(target_model).SerializeToString(deterministic=True)
+def _lua_rewrite(target_model: str, always: bool) -> bytes:
+    return lua.per_cluster_rewrite(target_model, always).SerializeToString(deterministic=True)
 
 
 def pool_entry_settings(per_filter_config: MutableMapping[str, AnyProto], pool: PoolPlan) -> None:
@@ -133,8 +133,11 @@ def build_model_route(
             continue  # listed in metadata, never chosen
         entry = weighted.clusters.add(name=target.cluster)
         entry.weight.value = target.weight
-        if pool.fail_open:
-            entry.typed_per_filter_config[naming.LUA_FILTER].ParseFromString(_lua_rewrite(target.model))
+        # Our picker rewrites `model` itself; without it (FailOpen), or with another picker, Lua does.
+        always = not pool.eds_targets
+        if pool.fail_open or always:
+            rewrite = _lua_rewrite(target.model, always)
+            entry.typed_per_filter_config[naming.LUA_FILTER].ParseFromString(rewrite)
     # Written field by field (not through a dict): this runs for every model.
     fields = metadata.ours_struct(route.metadata).fields
     fields[MetadataKey.MODEL_NAME].string_value = model.model_name

@@ -44,6 +44,7 @@ def build_ext_proc_filter(pool: PoolPlan) -> HttpFilter:
             [contract.LB_METADATA_NAMESPACE, contract.PICKER_METADATA_NAMESPACE]
         )
     else:
+        config.send_body_without_waiting_for_header_response = True
         config.metadata_options.receiving_namespaces.untyped.append(contract.LB_METADATA_NAMESPACE)
         # The served endpoint (set by the Lua filter on the response) goes back to the EPP.
         config.metadata_options.forwarding_namespaces.untyped.append(contract.LB_METADATA_NAMESPACE)

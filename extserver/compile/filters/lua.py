@@ -65,13 +65,15 @@ function envoy_on_request(request_handle)
 end
 """
 
-# Weighted-cluster entries: the destination, or with no picker answer (FailOpen) `model` -> target.
+# Weighted-cluster entries: the destination, and `model` -> target when no picker answered (FailOpen)
+# or always (`always`: a picker other than ours chooses the endpoint but does not rewrite the model).
 _REWRITE = """\
 {destination}
 local target = {target}
+local always = {always}
 function envoy_on_request(request_handle)
   local routed, body = destination_from_picker(request_handle)
-  if routed or body == nil then
+  if body == nil or (routed and not always) then
     return
   end
   local text = body:getBytes(0, body:length())
@@ -104,9 +106,14 @@ def destination_code() -> str:
     return _ROUTE.format(destination=_destination_code())
 
 
-def rewrite_code(target_model: str) -> str:
-    """Per weighted cluster: the destination header, or (no picker answer) `model` -> this target."""
-    return _REWRITE.format(destination=_destination_code(), target=_lua_string(json.dumps(target_model)))
+def rewrite_code(target_model: str, always: bool = False) -> str:
+    """Per weighted cluster: the destination header, and `model` -> this target without a picker answer
+    (or `always`)."""
+    return _REWRITE.format(
+        destination=_destination_code(),
+        target=_lua_string(json.dumps(target_model)),
+        always="true" if always else "false",
+    )
 
 
 def build_lua_filter() -> HttpFilter:
@@ -126,9 +133,9 @@ def per_route_destination() -> AnyProto:
     return packed
 
 
-def per_cluster_rewrite(target_model: str) -> AnyProto:
+def per_cluster_rewrite(target_model: str, always: bool = False) -> AnyProto:
     """LuaPerRoute for one ClusterWeight: rewrite `model` to that cluster's target."""
-    per_route = LuaPerRoute(source_code=DataSource(inline_string=rewrite_code(target_model)))
+    per_route = LuaPerRoute(source_code=DataSource(inline_string=rewrite_code(target_model, always)))
     packed = AnyProto()
     packed.Pack(per_route, deterministic=True)
     return packed

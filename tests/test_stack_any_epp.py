@@ -1,0 +1,111 @@
+"""Pools whose picker is not ours, through real Envoy Gateway: GIE's test EPP (lwepp) routes the seed's
+LoRA split, a FailOpen pool whose picker never ran still serves, a pool without a picker, a missing
+picker Service, and a 70/30 HTTPRoute split over two pools (tests/data/stack/any-epp.yaml)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.e2e_support import LORA_BODY, Results, send_many
+from tests.stack_support import GatewayUrl, RealStack, eventually, status_conditions
+
+pytestmark = pytest.mark.stack
+
+MANIFEST = Path(__file__).parent / "data" / "stack" / "any-epp.yaml"
+GATEWAY = "any-epp/any-epp:8096"
+NS = "any-epp"
+
+
+@pytest.fixture(scope="module")
+def gateway(real_stack: RealStack) -> Iterator[GatewayUrl]:
+    real_stack.kubectl("apply", "-f", str(MANIFEST))
+    url = GatewayUrl(real_stack.gateway_url(GATEWAY))
+    eventually(lambda: _send(url, "gie", 4).ok == 4, 180, "lwepp's pool serving", interval=1)
+    yield url
+    real_stack.kubectl("delete", "-f", str(MANIFEST), "--wait=false")
+
+
+BASE_BODY = {"model": "llama2", "prompt": "Write as if you were a critic: San Francisco", "max_tokens": 8}
+
+
+def _send(url: GatewayUrl, case: str, count: int, body: dict[str, Any] = LORA_BODY) -> Results:
+    headers = {"x-case": case}
+    return asyncio.run(send_many(url, body, count, concurrency=16, headers=headers))  # type: ignore[arg-type]
+
+
+def _pod_ips(stack: RealStack, app: str) -> set[str]:
+    pods = stack.get("pods", "-n", NS, "-l", f"app={app}")["items"]
+    return {f"{p['status']['podIP']}:8000" for p in pods if p["status"].get("podIP")}
+
+
+def test_gie_test_epp_serves_the_lora_split(real_stack: RealStack, gateway: GatewayUrl) -> None:
+    results = _send(gateway, "gie", 600)
+    assert results.ok == 600, results.errors[:5]
+    assert set(results.models) == {"tweet-summary", "sql-lora"}  # the split stays, lwepp picks the pod
+    assert abs(results.share("tweet-summary") - 0.5) <= 0.08
+    assert set(results.servers) == _pod_ips(real_stack, "lora-vllm")  # lwepp's round robin: both pods
+
+
+def test_the_gateway_goes_where_the_epp_says_and_reports_it(
+    real_stack: RealStack, gateway: GatewayUrl
+) -> None:
+    chosen = sorted(_pod_ips(real_stack, "lora-vllm"))[0]
+
+    async def one() -> tuple[int, str, str]:
+        headers = {"x-case": "gie", "test-epp-endpoint-selection": chosen}
+        url = gateway.url() + "/v1/completions"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, json=LORA_BODY, headers=headers) as r,
+        ):
+            await r.read()
+            served = r.headers.get("x-conformance-test-served-endpoint", "")  # lwepp echoes what it got
+            return r.status, r.headers.get("x-sim-server", ""), served
+
+    for _ in range(10):
+        status, server, served = asyncio.run(one())
+        assert (status, server) == (200, chosen)
+        assert served == chosen  # envoy.lb x-gateway-destination-endpoint-served reached the EPP
+
+
+def test_fail_open_with_the_picker_down_from_the_start(real_stack: RealStack, gateway: GatewayUrl) -> None:
+    results = _send(gateway, "open", 200)
+    assert results.ok == 200, results.errors[:5]
+    assert set(results.models) == {"tweet-summary", "sql-lora"}  # the Lua fallback rewrote `model`
+    assert set(results.servers) <= _pod_ips(real_stack, "lora-vllm")
+
+
+def test_a_pool_without_a_picker_is_balanced_by_envoy(real_stack: RealStack, gateway: GatewayUrl) -> None:
+    results = _send(gateway, "plain", 50, BASE_BODY)  # no InferenceModel there: the base model
+    assert results.ok == 50, results.errors[:5]
+    assert set(results.servers) == _pod_ips(real_stack, "plain-vllm")
+    pool = real_stack.get("inferencepools.inference.networking.k8s.io", "-n", NS, "plain-pool")
+    assert {(c["type"], c["status"]) for c in status_conditions(pool)} >= {("Accepted", "True")}
+
+
+def test_a_missing_picker_service_is_invalid_and_fails(real_stack: RealStack, gateway: GatewayUrl) -> None:
+    def invalid() -> dict[str, Any] | None:
+        pool = real_stack.get("inferencepools.inference.networking.k8s.io", "-n", NS, "missing-pool")
+        found = [c for c in status_conditions(pool) if c["type"] == "ResolvedRefs"]
+        return found[0] if found and found[0]["status"] == "False" else None
+
+    condition = eventually(invalid, 60, "ResolvedRefs=False")
+    assert condition["reason"] == "InvalidExtensionRef"
+    assert "no-such-service" in condition["message"]
+    results = _send(gateway, "missing", 10)
+    assert results.ok == 0 and all(500 <= s < 600 for s in results.statuses), results.statuses
+
+
+def test_a_70_30_split_over_two_pools(real_stack: RealStack, gateway: GatewayUrl) -> None:
+    results = _send(gateway, "split", 2000, BASE_BODY)
+    assert results.ok == 2000, results.errors[:5]
+    first = sum(n for server, n in results.servers.items() if server in _pod_ips(real_stack, "lora-vllm"))
+    second = sum(n for server, n in results.servers.items() if server in _pod_ips(real_stack, "plain-vllm"))
+    assert first + second == 2000
+    assert abs(first / 2000 - 0.7) <= 0.05, (first, second)
