@@ -47,6 +47,8 @@ BODY_MODEL_KEY = "model"
 HEADER_DESTINATION_ENDPOINT = "x-gateway-destination-endpoint"
 HEADER_DESTINATION_SUBSET = "x-gateway-destination-endpoint-subset"
 HEADER_MODEL_NAME_REWRITE = "x-gateway-model-name-rewrite"
+# llm-d's names for the same gateway-set headers (the x-gateway-* names are their legacy aliases).
+HEADER_MODEL_NAME_REWRITE_LLM_D = "x-llm-d-model-name-rewrite"
 HEADER_INFERENCE_OBJECTIVE = "x-gateway-inference-objective"
 HEADER_FAIRNESS_ID = "x-gateway-inference-fairness-id"
 HEADER_REQUEST_ID = "x-request-id"
@@ -187,7 +189,12 @@ class GieExtProcMode:
 
 # Client-sent request headers removed before the picker runs: the picker sets these itself.
 # x-gateway-inference-objective / -fairness-id stay: GIE lets clients send them as hints.
-CLIENT_STRIPPED_HEADERS = (HEADER_DESTINATION_ENDPOINT, HEADER_DESTINATION_SUBSET, HEADER_MODEL_NAME_REWRITE)
+CLIENT_STRIPPED_HEADERS = (
+    HEADER_DESTINATION_ENDPOINT,
+    HEADER_DESTINATION_SUBSET,
+    HEADER_MODEL_NAME_REWRITE,
+    HEADER_MODEL_NAME_REWRITE_LLM_D,
+)
 
 # EDS from the picker: a target cluster waits this long for its first assignment before it serves (503s).
 EDS_INITIAL_FETCH_TIMEOUT_SECONDS = 3.0
