@@ -104,12 +104,11 @@ def run_suite(cmd: list[str], state: Path, log_path: Path) -> OutputReader:
     done = threading.Event()
 
     def tick() -> None:
-        test_started = time.monotonic()
-        seen = None
         while not done.wait(TICK_SECONDS):
-            if reader.current != seen:
-                seen, test_started = reader.current, time.monotonic()
-            what = f"{seen} for {time.monotonic() - test_started:.0f} s" if seen else "setup"
+            current, since = reader.current, reader.current_since
+            what = f"{current} for {time.monotonic() - since:.0f} s" if current else "between tests"
+            if not reader.results and current is None:
+                what = "setup (base manifests, Gateways, Pods)"
             _log(f"still running: {what} (suite {time.monotonic() - started:.0f} s)")
 
     threading.Thread(target=tick, daemon=True).start()
