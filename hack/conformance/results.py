@@ -69,7 +69,7 @@ class OutputReader:
     def feed(self, line: str) -> TestResult | None:
         """Takes one line; returns the test's result when this line ends a top-level test."""
         line = line.rstrip("\n")
-        if match := _RUN.match(line):
+        if match := _RUN.match(line):  # a test starts: the one before it has ended
             self.current, self.current_since = match.group(1), time.monotonic()
             self._lines.setdefault(self.current, [])
             return None
@@ -85,6 +85,10 @@ class OutputReader:
         if self.current is not None:
             self._lines[self.current].append(line)
         return None
+
+    def reasons_so_far(self, name: str) -> list[str]:
+        """Failure signs in a test's output before its result line (go test prints results at the end)."""
+        return _reasons(self._lines.get(name, []))
 
     def final(self, names: Iterable[str] = SUITE_TESTS) -> list[TestResult]:
         """Every suite test in order; one never started or never finished counts as NOT RUN."""
