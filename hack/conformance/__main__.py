@@ -104,12 +104,11 @@ def run_suite(cmd: list[str], state: Path, log_path: Path) -> OutputReader:
     done = threading.Event()
 
     def tick() -> None:
-        test_started = time.monotonic()
-        seen = None
         while not done.wait(TICK_SECONDS):
-            if reader.current != seen:
-                seen, test_started = reader.current, time.monotonic()
-            what = f"{seen} for {time.monotonic() - test_started:.0f} s" if seen else "setup"
+            current, since = reader.current, reader.current_since
+            what = f"{current} for {time.monotonic() - since:.0f} s" if current else "between tests"
+            if not reader.results and current is None:
+                what = "setup (base manifests, Gateways, Pods)"
             _log(f"still running: {what} (suite {time.monotonic() - started:.0f} s)")
 
     threading.Thread(target=tick, daemon=True).start()
@@ -124,10 +123,16 @@ def run_suite(cmd: list[str], state: Path, log_path: Path) -> OutputReader:
         for line in process.stdout:
             out.write(line)
             out.flush()
-            before = reader.current
+            before, since = reader.current, reader.current_since
             result = reader.feed(line)
-            if reader.current is not None and reader.current != before:
-                _log(f"{reader.current} ...")
+            if reader.current != before:
+                if before is not None:
+                    # The outcome comes at the end of the run (go test -v prints subtests' results then).
+                    signs = " | ".join(reader.reasons_so_far(before))
+                    elapsed = time.monotonic() - since
+                    _log(f"{before} ended after {elapsed:.0f} s" + (f": {signs}" if signs else ""))
+                if reader.current is not None:
+                    _log(f"{reader.current} ...")
             if result is not None:
                 _log(f"{result.outcome} {result.name} ({result.seconds:.0f} s)")
         process.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +28,12 @@ SUITE_TESTS = (
 TOP = "TestConformance"
 _RESULT = re.compile(rf"^\s*--- (PASS|FAIL|SKIP): {TOP}/([^/\s]+) \(([\d.]+)s\)")
 _RUN = re.compile(rf"^=== RUN\s+{TOP}/([^/\s]+)$")
-# testify's failure block ("Error:", "Messages:") and t.Fatalf lines ("file.go:123: message").
-_REASON = re.compile(r"^\s+(?:Error|Messages):\s+(.*\S)|^\s+[\w.]+\.go:\d+: (.*\S)")
+# testify's failure block ("Error:", "Messages:"), test log lines ("file.go:123: message", the suite's own
+# with a timestamp first) and the HTTP helper's retries ("... not ready yet: <why>. CRes: ...").
+_TESTIFY = re.compile(r"^\s+(?:Error|Messages):\s+(.*\S)")
+_LOG = re.compile(r"^\s+[\w.]+\.go:\d+: (.*\S)")
+_TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\dT")
+_NOT_READY = re.compile(r"not ready yet: (.*?)(?:\. CRes:|$)")
 
 
 @dataclass
@@ -57,14 +62,15 @@ class OutputReader:
 
     def __init__(self) -> None:
         self.current: str | None = None
+        self.current_since = 0.0  # time.monotonic() when `current` started
         self.results: dict[str, TestResult] = {}
         self._lines: dict[str, list[str]] = {}
 
     def feed(self, line: str) -> TestResult | None:
         """Takes one line; returns the test's result when this line ends a top-level test."""
         line = line.rstrip("\n")
-        if match := _RUN.match(line):
-            self.current = match.group(1)
+        if match := _RUN.match(line):  # a test starts: the one before it has ended
+            self.current, self.current_since = match.group(1), time.monotonic()
             self._lines.setdefault(self.current, [])
             return None
         if match := _RESULT.match(line):
@@ -80,6 +86,10 @@ class OutputReader:
             self._lines[self.current].append(line)
         return None
 
+    def reasons_so_far(self, name: str) -> list[str]:
+        """Failure signs in a test's output before its result line (go test prints results at the end)."""
+        return _reasons(self._lines.get(name, []))
+
     def final(self, names: Iterable[str] = SUITE_TESTS) -> list[TestResult]:
         """Every suite test in order; one never started or never finished counts as NOT RUN."""
         out = [self.results.get(name) or TestResult(name, "NOT RUN") for name in names]
@@ -87,13 +97,24 @@ class OutputReader:
 
 
 def _reasons(lines: list[str], limit: int = 3) -> list[str]:
-    found: list[str] = []
+    """testify's errors (or else the last plain log line, as t.Fatalf leaves), then the last HTTP retry's."""
+    errors: list[str] = []
+    last_log = ""
+    not_ready = ""
     for line in lines:
-        match = _REASON.match(line)
-        if match and (text := match.group(1) or match.group(2)) and text not in found:
-            found.append(text[:400])
-    errors = [text for text in found if "Error Trace" not in text]
-    return errors[-limit:]
+        if match := _TESTIFY.match(line):
+            if match.group(1) not in errors:
+                errors.append(match.group(1))
+        elif match := _LOG.match(line):
+            text = match.group(1)
+            if retry := _NOT_READY.search(text):
+                not_ready = retry.group(1)
+            elif not _TIMESTAMPED.match(text):
+                last_log = text
+    reasons = errors[-limit:] or ([last_log] if last_log else [])
+    if not_ready:
+        reasons.append(f"last response: {not_ready}")
+    return [text[:400] for text in reasons]
 
 
 def report_counts(report: Mapping[str, Any]) -> Counts | None:
