@@ -5,6 +5,7 @@ picker Service, and a 70/30 HTTPRoute split over two pools (tests/data/stack/any
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,31 @@ def test_fail_open_with_the_picker_down_from_the_start(real_stack: RealStack, ga
     assert results.ok == 200, results.errors[:5]
     assert set(results.models) == {"tweet-summary", "sql-lora"}  # the Lua fallback rewrote `model`
     assert set(results.servers) <= _pod_ips(real_stack, "lora-vllm")
+
+
+def test_fail_open_when_the_pools_own_picker_goes_away(real_stack: RealStack, gateway: GatewayUrl) -> None:
+    """What GIE's EppUnAvailableFailOpen means to check (it takes away another pool's picker)."""
+    chosen = sorted(_pod_ips(real_stack, "lora-vllm"))[0]
+    steered = {"x-case": "open-gie", "test-epp-endpoint-selection": chosen}
+    before = asyncio.run(send_many(gateway, BASE_BODY, 10, headers=steered))  # type: ignore[arg-type]
+    assert before.ok == 10 and set(before.servers) == {chosen}, before.errors[:3]  # lwepp routes
+    selector = '{"spec": {"selector": {"app": "open-epp-unavailable"}}}'
+    real_stack.kubectl("-n", NS, "patch", "service", "open-epp", "-p", selector)
+    try:
+        errors: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            results = asyncio.run(send_many(gateway, BASE_BODY, 20, headers=steered))  # type: ignore[arg-type]
+            errors += results.errors
+            if len(results.servers) > 1:  # the header no longer steers: Envoy balances alone
+                break
+        else:
+            raise AssertionError("the picker's choice still steers after 60 s")
+        assert errors == []  # not one request failed while the picker went away
+    finally:
+        real_stack.kubectl(
+            "-n", NS, "patch", "service", "open-epp", "-p", '{"spec": {"selector": {"app": "open-epp"}}}'
+        )
 
 
 def test_a_pool_without_a_picker_is_balanced_by_envoy(real_stack: RealStack, gateway: GatewayUrl) -> None:
