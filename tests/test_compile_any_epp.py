@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.route.v3.route_components_pb2 import Route
+from envoy.extensions.clusters.aggregate.v3.cluster_pb2 import ClusterConfig
 from envoy.extensions.filters.http.ext_proc.v3.ext_proc_pb2 import ExternalProcessor
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.extensions.filters.http.header_mutation.v3.header_mutation_pb2 import HeaderMutation
@@ -48,7 +49,7 @@ def _translate(inputs: CompileInputs) -> tuple[list[Cluster], list[ExternalProce
 
 
 def _cluster(clusters: list[Cluster], suffix: str) -> Cluster:
-    (found,) = [c for c in clusters if c.name.endswith(suffix)]
+    (found,) = [c for c in clusters if c.name.endswith(suffix) or c.name == suffix]
     return found
 
 
@@ -72,8 +73,15 @@ def test_our_annotated_picker_keeps_its_protocol_and_eds() -> None:
     clusters, (ext_proc,) = _translate(_inputs({"ai/llm-picker": OURS}))
     assert ext_proc.processing_mode.request_header_mode == ProcessingMode.SKIP
     assert ext_proc.processing_mode.request_body_mode == ProcessingMode.BUFFERED
-    assert _cluster(clusters, "/pool/llama-3-8b").type == Cluster.EDS
     assert _cluster(clusters, "/picker").health_checks
+    # FailOpen: the target cluster falls over from the picker's EDS to the pool's Pods while EDS is empty.
+    target = _cluster(clusters, "/pool/llama-3-8b")
+    assert target.cluster_type.name == "envoy.clusters.aggregate"
+    children = ClusterConfig()
+    target.cluster_type.typed_config.Unpack(children)
+    assert list(children.clusters) == ["inference/ai/pool/llama-3-8b#picker-eds", "inference/ai/pool"]
+    assert _cluster(clusters, "/pool/llama-3-8b#picker-eds").type == Cluster.EDS
+    assert _cluster(clusters, "inference/ai/pool").type == Cluster.STATIC
     # The backendRef's catch-all (EG's cluster, marked) holds the pool's Pods for any picker.
     (backend,) = [c for c in clusters if c.name.startswith("httproute/ai/llm/rule/0")]
     assert backend.type == Cluster.STATIC and len(backend.load_assignment.endpoints[0].lb_endpoints) == 2

@@ -14,6 +14,7 @@ from envoy.config.core.v3.health_check_pb2 import HealthCheck
 from envoy.config.core.v3.protocol_pb2 import Http2ProtocolOptions
 from envoy.config.endpoint.v3.endpoint_components_pb2 import Endpoint, LbEndpoint, LocalityLbEndpoints
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from envoy.extensions.clusters.aggregate.v3.cluster_pb2 import ClusterConfig
 from envoy.extensions.load_balancing_policies.least_request.v3.least_request_pb2 import LeastRequest
 from envoy.extensions.load_balancing_policies.override_host.v3.override_host_pb2 import OverrideHost
 from envoy.extensions.transport_sockets.tls.v3.tls_pb2 import UpstreamTlsContext
@@ -21,7 +22,7 @@ from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpPro
 
 from api import contract
 from api.contract import MetadataKey, Role
-from extserver.compile import metadata
+from extserver.compile import metadata, naming
 from extserver.compile.inputs import CompileOptions
 from extserver.compile.plan import ModelPlan, PoolPlan, TargetPlan
 from extserver.compile.resilience import outlier_detection
@@ -36,6 +37,7 @@ LEAST_REQUEST_POLICY = "envoy.load_balancing_policies.least_request"
 PICKER_HEALTH_INTERVAL_SECONDS = 5
 PICKER_HEALTH_TIMEOUT_SECONDS = 1
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+AGGREGATE_CLUSTER = "envoy.clusters.aggregate"
 
 
 def _high_circuit_breakers() -> CircuitBreakers:
@@ -258,17 +260,39 @@ def build_picker_cluster(pool: PoolPlan, options: CompileOptions) -> Cluster:
     return cluster
 
 
+def fails_over_to_pods(pool: PoolPlan) -> bool:
+    """Target clusters of our picker's FailOpen pool fall over to the pool's Pods while its EDS is empty."""
+    return pool.eds_targets and pool.fail_open and pool.endpoints is not None
+
+
+def build_failover_cluster(target: Cluster, catch_all: str) -> list[Cluster]:
+    """The target cluster as an aggregate of [the picker's EDS for it, the pool's catch-all]: Envoy uses
+    the first while it has healthy hosts, so a picker that never answered (FailOpen) still routes."""
+    eds = Cluster()
+    eds.CopyFrom(target)
+    eds.name = naming.picker_eds_cluster(target.name)
+    aggregate = Cluster(name=target.name, lb_policy=Cluster.CLUSTER_PROVIDED)
+    aggregate.connect_timeout.seconds = CONNECT_TIMEOUT_SECONDS
+    aggregate.cluster_type.name = AGGREGATE_CLUSTER
+    aggregate.cluster_type.typed_config.Pack(
+        ClusterConfig(clusters=[eds.name, catch_all]), deterministic=True
+    )
+    aggregate.metadata.CopyFrom(target.metadata)  # what the picker reads of the chosen cluster
+    return [aggregate, eds]
+
+
 def build_pool_clusters(
     pool: PoolPlan, options: CompileOptions, with_catch_all: bool = True
 ) -> list[Cluster]:
     """Every cluster a pool needs, in name order."""
     clusters = [] if pool.picker is None else [build_picker_cluster(pool, options)]
-    if with_catch_all:
+    failover = fails_over_to_pods(pool)
+    if with_catch_all or failover:
         clusters.append(build_catch_all_cluster(pool, options))
     template = target_cluster_template(pool, options)
-    clusters.extend(
-        build_target_cluster(pool, target, users, options, template) for target, users in pool.targets()
-    )
+    for target, users in pool.targets():
+        built = build_target_cluster(pool, target, users, options, template)
+        clusters.extend(build_failover_cluster(built, pool.catch_all_cluster) if failover else [built])
     return sorted(clusters, key=lambda c: c.name)
 
 
