@@ -36,6 +36,7 @@ class Role:
     MODELS_LIST = "models-list"
     BACKEND_REF = "backend-ref"  # EG's route/cluster for an HTTPRoute backendRef to a pool
     WEIGHTED_POOLS = "weighted-pools"  # EG's route for one HTTPRoute rule with several pools
+    MIXED_BACKENDS = "mixed-backends"  # a rule with pools and other backends: answered 500 (not supported)
     VIRTUAL_HOST = "virtual-host"  # our catch-all virtual host on an attach-to listener
 
 

@@ -180,3 +180,32 @@ def test_a_rule_over_three_pools_becomes_weighted_clusters_each_with_its_picker(
             == 1
         )
     assert not any(k.startswith(naming.EXT_PROC_FILTER_PREFIX) for k in patched.typed_per_filter_config)
+
+
+def test_a_rule_mixing_a_pool_and_a_service_is_a_problem_and_a_500() -> None:
+    mixed = {
+        "metadata": {"name": "mix", "namespace": "ai"},
+        "spec": {
+            "rules": [
+                {
+                    "backendRefs": [
+                        {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": "pool"},
+                        {"name": "docs", "port": 80},
+                    ]
+                }
+            ]
+        },
+    }
+    inputs = replace(_inputs({"ai/llm-picker": {}}), rules=rule_backends([mixed]))
+    (problem,) = [p for p in build_plan(inputs).problems if p.reason == Reason.MIXED_BACKENDS]
+    assert (problem.name, problem.condition_type) == ("pool", "ResolvedRefs")
+    route = Route(name="httproute/ai/mix/rule/0/match/0/*")
+    route.route.cluster = "httproute/ai/mix/rule/0"
+    resource = {
+        "apiVersion": "inference.networking.k8s.io/v1",
+        "kind": "InferencePool",
+        "metadata": {"namespace": "ai", "name": "pool"},
+    }
+    patched = patch_route(route, [resource], ["*"], inputs, OPTIONS)
+    assert patched is not None and patched.direct_response.status == 500
+    assert not patched.HasField("route")

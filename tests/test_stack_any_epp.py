@@ -140,3 +140,18 @@ def test_a_70_30_split_over_two_pools(real_stack: RealStack, gateway: GatewayUrl
     second = sum(n for server, n in results.servers.items() if server in _pod_ips(real_stack, "plain-vllm"))
     assert first + second == 2000
     assert abs(first / 2000 - 0.7) <= 0.05, (first, second)
+
+
+def test_a_rule_mixing_a_pool_and_a_service_is_refused_clearly(
+    real_stack: RealStack, gateway: GatewayUrl
+) -> None:
+    def refused() -> dict[str, Any] | None:
+        pool = real_stack.get("inferencepools.inference.networking.k8s.io", "-n", NS, "mixed-pool")
+        found = [c for c in status_conditions(pool) if c["type"] == "ResolvedRefs"]
+        return found[0] if found and found[0]["status"] == "False" else None
+
+    condition = eventually(refused, 60, "ResolvedRefs=False on the mixed rule's pool")
+    assert condition["reason"] == "MixedBackendRefs" and "any-epp/cases rule 6" in condition["message"]
+    results = _send(gateway, "mixed", 10, BASE_BODY)
+    assert results.statuses == {500: 10}
+    assert all("mixes InferencePools" in error for error in results.errors)

@@ -71,7 +71,7 @@ def patch_cluster(
 ) -> Cluster | None:
     """EG's cluster for a pool backendRef becomes the pool catch-all, marked; None if not a pool's."""
     ref = find_pool_reference(backend_resources)
-    if ref is None:
+    if ref is None or _mixed(cluster.name, inputs):
         return None
     pool = plan_of(inputs, cache).pool(ref.namespace, ref.name)
     if pool is None:
@@ -98,6 +98,8 @@ def patch_route(
     refs = find_pool_references(extension_resources)
     if not refs or not route.HasField("route"):
         return None  # EG answers unresolved backends with a direct response: leave it
+    if _mixed(route.name, inputs):
+        return mixed_backends_route(route, refs[0])
     if len(refs) > 1:
         split = _weighted_split(route, refs, inputs, cache)
         if split is not None:
@@ -113,6 +115,29 @@ def patch_route(
         metadata.set_ours(result.metadata, values)
         apply_pool_settings(result, pool, options)
     return None if result == route else result
+
+
+def _mixed(eg_name: str, inputs: CompileInputs) -> bool:
+    """Whether the HTTPRoute rule EG named this route or cluster after also sends to other backends."""
+    rule = rule_of(eg_name)
+    backends = None if rule is None or inputs.rules is None else inputs.rules.get(rule)
+    return backends is not None and backends.others > 0
+
+
+def mixed_backends_route(route: Route, ref: PoolReference) -> Route:
+    """A rule with pools and Services: a clear 500 instead of a silent mix (the pool's condition says why)."""
+    result = Route()
+    result.CopyFrom(route)
+    result.ClearField("route")
+    result.direct_response.status = 500
+    result.direct_response.body.inline_string = (
+        '{"error":{"message":"this HTTPRoute rule mixes InferencePools with other backendRefs, which is not '
+        'supported","type":"server_error","code":500}}'
+    )
+    values = _identity(ref, route.name)
+    values[MetadataKey.ROLE] = Role.MIXED_BACKENDS
+    metadata.set_ours(result.metadata, values)
+    return result
 
 
 def _weighted_split(

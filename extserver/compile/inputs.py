@@ -70,6 +70,7 @@ class Reason:
     DUPLICATE_TARGET = "DuplicateTargetModel"
     RESERVED_TARGET_NAME = "ReservedTargetName"
     INVALID_EXTENSION_REF = "InvalidExtensionRef"
+    MIXED_BACKENDS = "MixedBackendRefs"
     LISTENER_IN_USE = "ListenerInUse"
     NO_MATCHING_LISTENER = "NoMatchingListener"
     MERGED_GATEWAY = "MergedGatewayUnsupported"

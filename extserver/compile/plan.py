@@ -285,6 +285,7 @@ def build_plan(inputs: CompileInputs) -> Plan:
         owners[(*pool_key, model.model_name)] = model
         accepted[pool_key].append(_plan_model(model, pools[pool_key]))
 
+    problems.extend(_mixed_rule_problems(inputs, pools))
     planned = tuple(
         _with_models(pools[key], sorted(accepted[key], key=lambda m: (m.model_name, m.name)))
         for key in sorted(pools)
@@ -330,6 +331,27 @@ def _model_refusal(
             f"InferenceModel {owner.meta.namespace}/{owner.meta.name}"
         )
     return _problem(model, KIND_MODEL, Condition.ACCEPTED, reason, message)
+
+
+def _mixed_rule_problems(inputs: CompileInputs, pools: Mapping[tuple[str, str], PoolPlan]) -> list[Problem]:
+    """A rule sending to pools and to other backends (Services): not supported, said on each pool."""
+    out = []
+    for (namespace, route, index), backends in sorted((inputs.rules or {}).items()):
+        if not backends.others:
+            continue
+        for pool_ns, pool_name, _weight in backends.pools:
+            if (pool_ns, pool_name) in pools:
+                message = (
+                    f"HTTPRoute {namespace}/{route} rule {index} mixes InferencePools with other "
+                    "backendRefs, which is not supported (its requests get 500): give the pools a rule "
+                    "of their own"
+                )
+                out.append(
+                    Problem(
+                        KIND_POOL, pool_ns, pool_name, Condition.RESOLVED_REFS, Reason.MIXED_BACKENDS, message
+                    )
+                )
+    return out
 
 
 def _with_models(pool: PoolPlan, models: Iterable[ModelPlan]) -> PoolPlan:
