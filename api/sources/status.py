@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -198,38 +198,15 @@ class KubernetesConditionWriter:
             log.info("parent removed", pool=f"{pool.namespace}/{pool.name}", parent=parent.as_dict())
 
     def _remove_parent(self, pool: PoolRef, parent: ParentRef) -> None:
-        path = resource_path(pool.api_version, "inferencepools", pool.namespace, pool.name)
         list_key = "parent" if pool.api_version == V1ALPHA2 else "parents"
-        for _attempt in range(3):
-            try:
-                current = request_json(self.api, "GET", path, timeout=self.request_timeout)
-            except KubeApiError as exc:
-                if exc.status == 404:
-                    return
-                raise
-            status = current.get("status") if isinstance(current.get("status"), Mapping) else {}
-            parents = [p for p in (status or {}).get(list_key) or [] if isinstance(p, Mapping)]
+
+        def without_parent(status: Mapping[str, Any]) -> dict[str, Any] | None:
+            parents = [p for p in status.get(list_key) or [] if isinstance(p, Mapping)]
             kept = [p for p in parents if not parent.matches(p.get("parentRef"))]
-            if len(kept) == len(parents):
-                return
-            body = {
-                "metadata": {"resourceVersion": (current.get("metadata") or {}).get("resourceVersion")},
-                "status": {list_key: kept},
-            }
-            try:
-                request_json(
-                    self.api,
-                    "PATCH",
-                    path + "/status",
-                    body=body,
-                    content_type=MERGE_PATCH,
-                    timeout=self.request_timeout,
-                )
-                return
-            except KubeApiError as exc:
-                if exc.status != 409:
-                    raise
-        raise KubeApiError(409, f"InferencePool {pool.namespace}/{pool.name}: status kept changing under us")
+            return None if len(kept) == len(parents) else {list_key: kept}
+
+        path = resource_path(pool.api_version, "inferencepools", pool.namespace, pool.name)
+        self._update_status(path, f"InferencePool {pool.namespace}/{pool.name}", without_parent)
 
     def _write(
         self,
@@ -243,7 +220,18 @@ class KubernetesConditionWriter:
         plural = _PLURALS.get(kind)
         if plural is None:
             raise ValueError(f"no status for kind {kind}")
+
+        def with_it(status: Mapping[str, Any]) -> dict[str, Any] | None:
+            return with_condition(status, kind, api_version, condition, parent, self.controller_name, _now())
+
         path = resource_path(api_version, plural, namespace, name)
+        self._update_status(path, f"{kind} {namespace}/{name}", with_it)
+
+    def _update_status(
+        self, path: str, what: str, change: Callable[[Mapping[str, Any]], dict[str, Any] | None]
+    ) -> None:
+        """Read-modify-write of the status subresource, guarded by resourceVersion; `change` gives the new
+        status (merge-patched) or None for "nothing to do". A deleted object is left alone."""
         for _attempt in range(3):
             try:
                 current = request_json(self.api, "GET", path, timeout=self.request_timeout)
@@ -252,9 +240,7 @@ class KubernetesConditionWriter:
                     return  # deleted meanwhile: nothing to report on
                 raise
             status = current.get("status") if isinstance(current.get("status"), Mapping) else {}
-            updated = with_condition(
-                status or {}, kind, api_version, condition, parent, self.controller_name, _now()
-            )
+            updated = change(status or {})
             if updated is None:
                 return
             body = {
@@ -274,7 +260,7 @@ class KubernetesConditionWriter:
             except KubeApiError as exc:
                 if exc.status != 409:
                     raise
-        raise KubeApiError(409, f"{kind} {namespace}/{name}: status kept changing under us")
+        raise KubeApiError(409, f"{what}: status kept changing under us")
 
 
 def with_condition(

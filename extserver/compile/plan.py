@@ -137,30 +137,17 @@ def _pool_problem(pool: InferencePool, inputs: CompileInputs) -> tuple[Problem |
     if ref is None:
         return None, True
     if ref.kind != "Service" or ref.group not in ("", "core"):
-        return (
-            _problem(
-                pool,
-                KIND_POOL,
-                Condition.RESOLVED_REFS,
-                Reason.INVALID_EXTENSION_REF,
-                f"endpoint picker reference {ref.group or 'core'}/{ref.kind} {ref.name}: "
-                "only a Service is supported",
-            ),
-            False,
-        )
-    if inputs.services is not None and f"{pool.meta.namespace}/{ref.name}" not in inputs.services:
+        kind = f"{ref.group or 'core'}/{ref.kind}"
+        message = f"endpoint picker reference {kind} {ref.name}: only a Service is supported"
+        served = False
+    elif inputs.services is not None and f"{pool.meta.namespace}/{ref.name}" not in inputs.services:
         # Still served: its requests fail as the failure mode says (FailClose: 5xx), as GIE requires.
-        return (
-            _problem(
-                pool,
-                KIND_POOL,
-                Condition.RESOLVED_REFS,
-                Reason.INVALID_EXTENSION_REF,
-                f"spec.endpointPickerRef: Service {pool.meta.namespace}/{ref.name} not found",
-            ),
-            True,
-        )
-    return None, True
+        message = f"spec.endpointPickerRef: Service {pool.meta.namespace}/{ref.name} not found"
+        served = True
+    else:
+        return None, True
+    problem = _problem(pool, KIND_POOL, Condition.RESOLVED_REFS, Reason.INVALID_EXTENSION_REF, message)
+    return problem, served
 
 
 def _picker_protocol(pool: InferencePool, inputs: CompileInputs) -> str:
