@@ -51,13 +51,18 @@ def _enable_usage() -> bytes:
 
 
 @functools.cache
-def _lua_destination() -> bytes:
-    return lua.per_route_destination().SerializeToString(deterministic=True)
+def _lua_destination(served: bool) -> bytes:
+    return lua.per_route_destination(served).SerializeToString(deterministic=True)
 
 
 @functools.lru_cache(maxsize=8192)
-def _lua_rewrite(target_model: str, always: bool) -> bytes:
-    return lua.per_cluster_rewrite(target_model, always).SerializeToString(deterministic=True)
+def _lua_rewrite(target_model: str, always: bool, served: bool) -> bytes:
+    return lua.per_cluster_rewrite(target_model, always, served).SerializeToString(deterministic=True)
+
+
+def _reports_served(pool: PoolPlan) -> bool:
+    """GIE's protocol: the EPP gets the served endpoint back (ours learns outcomes from the access log)."""
+    return pool.picker is not None and not pool.picker.serves_eds
 
 
 def pool_entry_settings(per_filter_config: MutableMapping[str, AnyProto], pool: PoolPlan) -> None:
@@ -70,7 +75,7 @@ def pool_entry_settings(per_filter_config: MutableMapping[str, AnyProto], pool: 
         # Exactly where our picker runs: only its requests are access-logged, so only they need usage.
         per_filter_config[naming.USAGE_FILTER].ParseFromString(_enable_usage())
     # The picker's destination into the header (weighted-cluster entries override it with their own).
-    per_filter_config[naming.LUA_FILTER].ParseFromString(_lua_destination())
+    per_filter_config[naming.LUA_FILTER].ParseFromString(_lua_destination(_reports_served(pool)))
 
 
 def apply_pool_settings(
@@ -136,7 +141,7 @@ def build_model_route(
         # Our picker rewrites `model` itself; without it (FailOpen), or with another picker, Lua does.
         always = not pool.eds_targets
         if pool.fail_open or always:
-            rewrite = _lua_rewrite(target.model, always)
+            rewrite = _lua_rewrite(target.model, always, _reports_served(pool))
             entry.typed_per_filter_config[naming.LUA_FILTER].ParseFromString(rewrite)
     # Written field by field (not through a dict): this runs for every model.
     fields = metadata.ours_struct(route.metadata).fields

@@ -39,7 +39,10 @@ local function destination_from_picker(request_handle)
   end
   return true, body
 end
+"""
 
+# GIE's protocol only (another EPP): the served endpoint, for the picker.
+_SERVED = """\
 -- GIE's protocol: the endpoint that served the request, for the picker (ext_proc response headers carry
 -- envoy.lb to it; Envoy runs this filter's response side before the picker's).
 function envoy_on_response(response_handle)
@@ -93,24 +96,27 @@ def _lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _destination_code() -> str:
-    return _DESTINATION.format(
-        namespace=_lua_string(contract.LB_METADATA_NAMESPACE),
-        header=_lua_string(contract.HEADER_DESTINATION_ENDPOINT),
-        served=_lua_string(contract.HEADER_DESTINATION_SERVED),
-    )
+def _destination_code(served: bool) -> str:
+    names = {
+        "namespace": _lua_string(contract.LB_METADATA_NAMESPACE),
+        "header": _lua_string(contract.HEADER_DESTINATION_ENDPOINT),
+        "served": _lua_string(contract.HEADER_DESTINATION_SERVED),
+    }
+    # Ours never sees responses (a Lua response step on every request would cost for nothing).
+    return _DESTINATION.format(**names) + (_SERVED.format(**names) if served else "")
 
 
-def destination_code() -> str:
-    """Per pool route: the picker's destination into the header, Content-Length fixed."""
-    return _ROUTE.format(destination=_destination_code())
+def destination_code(served: bool = False) -> str:
+    """Per pool route: the picker's destination into the header, Content-Length fixed; `served`: also
+    record the served endpoint for a GIE picker."""
+    return _ROUTE.format(destination=_destination_code(served))
 
 
-def rewrite_code(target_model: str, always: bool = False) -> str:
+def rewrite_code(target_model: str, always: bool = False, served: bool = False) -> str:
     """Per weighted cluster: the destination header, and `model` -> this target without a picker answer
     (or `always`)."""
     return _REWRITE.format(
-        destination=_destination_code(),
+        destination=_destination_code(served),
         target=_lua_string(json.dumps(target_model)),
         always="true" if always else "false",
     )
@@ -125,17 +131,18 @@ def build_lua_filter() -> HttpFilter:
     return http_filter
 
 
-def per_route_destination() -> AnyProto:
+def per_route_destination(served: bool = False) -> AnyProto:
     """LuaPerRoute for a pool's routes without weighted clusters: the destination copy."""
-    per_route = LuaPerRoute(source_code=DataSource(inline_string=destination_code()))
+    per_route = LuaPerRoute(source_code=DataSource(inline_string=destination_code(served)))
     packed = AnyProto()
     packed.Pack(per_route, deterministic=True)
     return packed
 
 
-def per_cluster_rewrite(target_model: str, always: bool = False) -> AnyProto:
+def per_cluster_rewrite(target_model: str, always: bool = False, served: bool = False) -> AnyProto:
     """LuaPerRoute for one ClusterWeight: rewrite `model` to that cluster's target."""
-    per_route = LuaPerRoute(source_code=DataSource(inline_string=rewrite_code(target_model, always)))
+    code = rewrite_code(target_model, always, served)
+    per_route = LuaPerRoute(source_code=DataSource(inline_string=code))
     packed = AnyProto()
     packed.Pack(per_route, deterministic=True)
     return packed
