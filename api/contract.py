@@ -25,6 +25,7 @@ class MetadataKey:
     CLUSTER = "cluster"  # inside TARGETS entries
     EG_ROUTE = "eg_route"  # on backend-ref routes: the name EG gave the route we expanded
     POOL_API_VERSION = "pool_api_version"
+    POOLS = "pools"  # on weighted-pools routes: list of {pool_namespace, pool_name, weight, cluster}
 
 
 class Role:
@@ -34,6 +35,8 @@ class Role:
     MODEL_ROUTE = "model-route"
     MODELS_LIST = "models-list"
     BACKEND_REF = "backend-ref"  # EG's route/cluster for an HTTPRoute backendRef to a pool
+    WEIGHTED_POOLS = "weighted-pools"  # EG's route for one HTTPRoute rule with several pools
+    MIXED_BACKENDS = "mixed-backends"  # a rule with pools and other backends: answered 500 (not supported)
     VIRTUAL_HOST = "virtual-host"  # our catch-all virtual host on an attach-to listener
 
 
@@ -45,6 +48,8 @@ BODY_MODEL_KEY = "model"
 HEADER_DESTINATION_ENDPOINT = "x-gateway-destination-endpoint"
 HEADER_DESTINATION_SUBSET = "x-gateway-destination-endpoint-subset"
 HEADER_MODEL_NAME_REWRITE = "x-gateway-model-name-rewrite"
+# llm-d's names for the same gateway-set headers (the x-gateway-* names are their legacy aliases).
+HEADER_MODEL_NAME_REWRITE_LLM_D = "x-llm-d-model-name-rewrite"
 HEADER_INFERENCE_OBJECTIVE = "x-gateway-inference-objective"
 HEADER_FAIRNESS_ID = "x-gateway-inference-fairness-id"
 HEADER_REQUEST_ID = "x-request-id"
@@ -112,6 +117,12 @@ PICKER_HEALTH_PORT = 9003
 PICKER_METRICS_PORT = 9090
 
 ANNOTATION_ATTACH_TO = "inference.networking.x-k8s.io/attach-to"
+# On a picker Service: which protocol its endpoint picker speaks (docs/xds.md, "Endpoint pickers").
+ANNOTATION_PICKER_PROTOCOL = "extension.inference-gateway.io/picker-protocol"
+PICKER_PROTOCOL_OURS = "inference-gateway"  # one ext_proc message (the body), per-target EDS
+PICKER_PROTOCOL_GIE = "gateway-api-inference-extension"  # headers + streamed body, pool endpoints from Pods
+APP_PROTOCOL_H2C = "kubernetes.io/h2c"
+HEADER_DESTINATION_SERVED = "x-gateway-destination-endpoint-served"
 
 
 @dataclass(frozen=True)
@@ -161,9 +172,30 @@ class ExtProcMode:
     RESPONSE_TRAILER = "SKIP"
 
 
+class GieExtProcMode:
+    """ProcessingMode for any other endpoint picker, as GIE's protocol has it (docs/xds.md)."""
+
+    # An EPP reads request headers (e.g. GIE's test header) and may answer them only once the body
+    # ended. STREAMED with send_body_without_waiting_for_header_response gives it the body meanwhile;
+    # FULL_DUPLEX_STREAMED would also, but then an EPP that answers body chunks without sending them
+    # back (GIE's own test EPP does) empties the body Envoy forwards.
+    REQUEST_HEADER = "SEND"
+    REQUEST_BODY = "STREAMED"
+    REQUEST_TRAILER = "SKIP"
+    # Response headers carry envoy.lb's x-gateway-destination-endpoint-served back to the EPP.
+    RESPONSE_HEADER = "SEND"
+    RESPONSE_BODY = "NONE"
+    RESPONSE_TRAILER = "SKIP"
+
+
 # Client-sent request headers removed before the picker runs: the picker sets these itself.
 # x-gateway-inference-objective / -fairness-id stay: GIE lets clients send them as hints.
-CLIENT_STRIPPED_HEADERS = (HEADER_DESTINATION_ENDPOINT, HEADER_DESTINATION_SUBSET, HEADER_MODEL_NAME_REWRITE)
+CLIENT_STRIPPED_HEADERS = (
+    HEADER_DESTINATION_ENDPOINT,
+    HEADER_DESTINATION_SUBSET,
+    HEADER_MODEL_NAME_REWRITE,
+    HEADER_MODEL_NAME_REWRITE_LLM_D,
+)
 
 # EDS from the picker: a target cluster waits this long for its first assignment before it serves (503s).
 EDS_INITIAL_FETCH_TIMEOUT_SECONDS = 3.0

@@ -240,7 +240,7 @@ def pool_ga_schema() -> Schema:
             ),
             "endpointPickerRef": picker,
         },
-        ("selector", "targetPorts", "endpointPickerRef"),
+        ("selector", "targetPorts"),
     )
     return _root("InferencePool", spec, _pool_ga_status())
 
@@ -324,6 +324,10 @@ def model_schema(version: str) -> Schema:
 
 def _age() -> Schema:
     return {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+GIE_BUNDLE_VERSION_ANNOTATION = "inference.networking.k8s.io/bundle-version"
+GIE_BUNDLE_VERSION = "v1.6.0"
 
 
 def _crd(
@@ -413,7 +417,11 @@ def crds() -> list[Schema]:
             "inferencepools",
             ["infpool"],
             [_version("v1", True, pool_ga_schema(), pool_ga_columns)],
-            # Groups under k8s.io need this annotation or the API server rejects the CRD.
-            {"api-approved.kubernetes.io": "unapproved, implementation of the GA InferencePool API"},
+            {
+                # Groups under k8s.io need this annotation or the API server rejects the CRD.
+                "api-approved.kubernetes.io": "unapproved, implementation of the GA InferencePool API",
+                # The GIE release whose InferencePool schema this is; GIE's conformance suite reads it.
+                GIE_BUNDLE_VERSION_ANNOTATION: GIE_BUNDLE_VERSION,
+            },
         ),
     ]

@@ -71,7 +71,7 @@ class InferencePool:
     meta: ObjectMeta
     selector: tuple[tuple[str, str], ...]
     target_ports: tuple[int, ...]
-    picker: PickerRef
+    picker: PickerRef | None  # None: v1's endpointPickerRef is optional; the gateway balances alone
     app_protocol: str = "http"
     attach_to: AttachTo | None = None
 

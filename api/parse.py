@@ -209,7 +209,7 @@ def _parse_pool_ga(meta: ObjectMeta, spec: Mapping[str, Any], errors: FieldError
     ports = _target_ports(spec, errors)
     app_protocol = errors.string(spec, "appProtocol", "spec.appProtocol", enum=v.APP_PROTOCOLS) or "http"
     picker: PickerRef | None = None
-    ref = errors.mapping(spec, "endpointPickerRef", "spec.endpointPickerRef", required=True)
+    ref = errors.mapping(spec, "endpointPickerRef", "spec.endpointPickerRef", required=False)
     if ref is not None:
         path = "spec.endpointPickerRef"
         errors.unknown_fields(ref, ("group", "kind", "name", "port", "failureMode"), path)
@@ -231,7 +231,7 @@ def _parse_pool_ga(meta: ObjectMeta, spec: Mapping[str, Any], errors: FieldError
         if name is not None:
             picker = PickerRef(name, port or DEFAULT_PICKER_PORT, group, kind, failure_mode)
     attach_to = _attach_to(meta, errors)
-    if errors or picker is None or not ports:
+    if errors or (ref is not None and picker is None) or not ports:
         return None
     return InferencePool(V1, meta, selector, ports, picker, app_protocol, attach_to)
 
@@ -356,19 +356,20 @@ def _meta_dict(obj: InferencePool | InferenceModel) -> dict[str, Any]:
 
 def _pool_spec(pool: InferencePool) -> dict[str, Any]:
     p = pool.picker
-    ref: dict[str, Any] = {"group": p.group, "kind": p.kind, "name": p.name}
+    ref: dict[str, Any] = {} if p is None else {"group": p.group, "kind": p.kind, "name": p.name}
     if pool.api_version == V1:
-        ref["port"] = {"number": p.port}
-        ref["failureMode"] = str(p.failure_mode)
-        return {
+        out: dict[str, Any] = {
             "selector": {"matchLabels": dict(pool.selector)},
             "targetPorts": [{"number": n} for n in pool.target_ports],
             "appProtocol": pool.app_protocol,
-            "endpointPickerRef": ref,
         }
-    if len(pool.target_ports) != 1 or pool.app_protocol != "http":
+        if p is not None:
+            out["endpointPickerRef"] = {**ref, "port": {"number": p.port}, "failureMode": str(p.failure_mode)}
+        return out
+    if p is None or len(pool.target_ports) != 1 or pool.app_protocol != "http":
         raise ValueError(
-            f"{pool.api_version} InferencePool needs exactly one target port and appProtocol http"
+            f"{pool.api_version} InferencePool needs an endpoint picker, exactly one target port and "
+            "appProtocol http"
         )
     ref[_PICKER_PORT_KEYS.get(pool.api_version, _PICKER_PORT_KEYS_DEFAULT)[0]] = p.port
     ref["failureMode"] = str(p.failure_mode)

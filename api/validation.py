@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, TypeGuard, TypeVar, Unpack
 
 GROUP_PATTERN = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 GROUP_MAX = 253
@@ -50,6 +50,17 @@ MSG_SERVICE_NEEDS_PORT = "port is required when kind is 'Service' or unspecified
 CEL_IMMUTABLE = "self == oldSelf"
 MSG_IMMUTABLE = "field is immutable"
 
+_T = TypeVar("_T")
+
+
+class StringRules(TypedDict, total=False):
+    """What `FieldErrors.string` and `check_string` check: the keyword arguments they take."""
+
+    min_len: int
+    max_len: int | None
+    pattern: str | None
+    enum: tuple[str, ...] | None
+
 
 def matches(pattern: str, text: str) -> bool:
     """Whole-string match with the CRD's pattern (RE2 `$` means end of text; fullmatch gives the same)."""
@@ -81,15 +92,7 @@ class FieldErrors:
     def mapping(
         self, obj: Mapping[str, Any], key: str, path: str, required: bool
     ) -> Mapping[str, Any] | None:
-        value = obj.get(key)
-        if value is None:
-            if required:
-                self.add(path, "required")
-            return None
-        if not isinstance(value, Mapping):
-            self.add(path, f"must be an object, got {_type_name(value)}")
-            return None
-        return value
+        return self._read(obj.get(key), path, required, _is_mapping, "an object")
 
     def string(
         self,
@@ -98,44 +101,17 @@ class FieldErrors:
         path: str,
         *,
         required: bool = False,
-        min_len: int = 0,
-        max_len: int | None = None,
-        pattern: str | None = None,
-        enum: tuple[str, ...] | None = None,
+        **rules: Unpack[StringRules],
     ) -> str | None:
-        value = obj.get(key)
-        if value is None:
-            if required:
-                self.add(path, "required")
-            return None
-        if not isinstance(value, str):
-            self.add(path, f"must be a string, got {_type_name(value)}")
-            return None
-        return self.check_string(value, path, min_len=min_len, max_len=max_len, pattern=pattern, enum=enum)
+        value = self._read(obj.get(key), path, required, _is_string, "a string")
+        return None if value is None else self.check_string(value, path, **rules)
 
-    def check_string(
-        self,
-        value: str,
-        path: str,
-        *,
-        min_len: int = 0,
-        max_len: int | None = None,
-        pattern: str | None = None,
-        enum: tuple[str, ...] | None = None,
-    ) -> str | None:
-        if enum is not None and value not in enum:
-            self.add(path, f"must be one of {', '.join(repr(e) for e in enum)}, got {value!r}")
-            return None
-        if len(value) < min_len:
-            self.add(path, "must not be empty" if min_len == 1 else f"must be at least {min_len} characters")
-            return None
-        if max_len is not None and len(value) > max_len:
-            self.add(path, f"must be at most {max_len} characters")
-            return None
-        if pattern is not None and not matches(pattern, value):
-            self.add(path, f"{value!r} does not match pattern {pattern}")
-            return None
-        return value
+    def check_string(self, value: str, path: str, **rules: Unpack[StringRules]) -> str | None:
+        problem = _string_problem(value, **rules)
+        if problem is None:
+            return value
+        self.add(path, problem)
+        return None
 
     def integer(
         self,
@@ -147,16 +123,24 @@ class FieldErrors:
         minimum: int | None = None,
         maximum: int | None = None,
     ) -> int | None:
-        value = obj.get(key)
+        value = self._read(obj.get(key), path, required, _is_integer, "an integer")
+        if value is None:
+            return None
+        if minimum is not None and maximum is not None and not minimum <= value <= maximum:
+            self.add(path, f"must be between {minimum} and {maximum}")
+            return None
+        return value
+
+    def _read(
+        self, value: Any, path: str, required: bool, is_type: Callable[[Any], TypeGuard[_T]], what: str
+    ) -> _T | None:
+        """`value` if present and of `is_type`'s type; else None, and an error where due."""
         if value is None:
             if required:
                 self.add(path, "required")
             return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.add(path, f"must be an integer, got {_type_name(value)}")
-            return None
-        if minimum is not None and maximum is not None and not minimum <= value <= maximum:
-            self.add(path, f"must be between {minimum} and {maximum}")
+        if not is_type(value):
+            self.add(path, f"must be {what}, got {_type_name(value)}")
             return None
         return value
 
@@ -187,17 +171,49 @@ class FieldErrors:
         return tuple(sorted(out))
 
 
+def _string_problem(
+    value: str,
+    *,
+    min_len: int = 0,
+    max_len: int | None = None,
+    pattern: str | None = None,
+    enum: tuple[str, ...] | None = None,
+) -> str | None:
+    """What `value` breaks of these rules (the first found), or None."""
+    if enum is not None and value not in enum:
+        return f"must be one of {', '.join(repr(e) for e in enum)}, got {value!r}"
+    if len(value) < min_len:
+        return "must not be empty" if min_len == 1 else f"must be at least {min_len} characters"
+    if max_len is not None and len(value) > max_len:
+        return f"must be at most {max_len} characters"
+    if pattern is not None and not matches(pattern, value):
+        return f"{value!r} does not match pattern {pattern}"
+    return None
+
+
+def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    return isinstance(value, Mapping)
+
+
+def _is_string(value: Any) -> TypeGuard[str]:
+    return isinstance(value, str)
+
+
+def _is_integer(value: Any) -> TypeGuard[int]:
+    # bool is an int subclass, but `true` is no integer in a manifest.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What errors call a value's type, tried in order: bool before int, which it subclasses.
+_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (list, "list"),
+    (Mapping, "object"),
+)
+
+
 def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, Mapping):
-        return "object"
-    return type(value).__name__
+    return next((name for kind, name in _TYPE_NAMES if isinstance(value, kind)), type(value).__name__)

@@ -212,7 +212,13 @@ def _source(
         return files, files.run, files.stop, LogConditionReporter()
     from kubernetes import client, config
 
-    from api.sources.kubernetes import INFERENCE_KINDS, KubernetesSource
+    from api.sources.kubernetes import (
+        HTTPROUTE_KIND,
+        INFERENCE_KINDS,
+        POD_KIND,
+        SERVICE_KIND,
+        KubernetesSource,
+    )
 
     if args.in_cluster:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
@@ -221,7 +227,10 @@ def _source(
             config_file=str(args.kubeconfig) if args.kubeconfig else None
         )
     api = client.ApiClient()
-    kube = KubernetesSource(api, kinds=INFERENCE_KINDS, namespace=args.namespace)
+    # Pods: the pools' endpoints for every picker (not only EDS-serving ones); Services: picker refs;
+    # HTTPRoutes: the weights of a rule split over several pools (EG's hooks do not carry them).
+    kinds = (*INFERENCE_KINDS, POD_KIND, SERVICE_KIND, HTTPROUTE_KIND)
+    kube = KubernetesSource(api, kinds=kinds, namespace=args.namespace)
     reporter = RevisionReporter(api, kube.store, KubernetesConditionReporter(api, args.controller_name))
 
     async def run() -> None:

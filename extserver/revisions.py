@@ -51,6 +51,7 @@ def gateway_digests(
     found routing to it (`learned`, from the Translation hook's report).
     """
     served: dict[GatewayKey, set[str]] = {}
+    services = snapshot.service_annotations()
     for pool in snapshot.pools.values():
         gateways = {
             _gateway(g, pool.meta.namespace) for g in learned.get((pool.meta.namespace, pool.meta.name), ())
@@ -58,6 +59,11 @@ def gateway_digests(
         if pool.attach_to is not None:
             gateways.add((pool.attach_to.gateway_namespace, pool.attach_to.gateway_name))
         items = {f"pool {pool.api_version} {pool.key} {pool.meta.generation}"}
+        # Compiled into the pool's clusters and filters too: the endpoints and the picker Service.
+        items.add(f"endpoints {pool.key} {','.join(snapshot.pool_endpoints(pool))}")
+        if pool.picker is not None:
+            service = services.get(f"{pool.meta.namespace}/{pool.picker.name}")
+            items.add(f"picker {pool.key} {sorted(service.items()) if service is not None else 'missing'}")
         items |= {
             f"model {m.api_version} {m.key} {m.meta.generation}" for m in snapshot.models_for_pool(pool.key)
         }

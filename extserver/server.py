@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import grpc
 import structlog
@@ -14,20 +14,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from api import contract
 from api.egextension import service_pb2, service_pb2_grpc
-from api.egextension.service_pb2 import (
-    PostClusterModifyRequest,
-    PostClusterModifyResponse,
-    PostEndpointsModifyRequest,
-    PostEndpointsModifyResponse,
-    PostHTTPListenerModifyRequest,
-    PostHTTPListenerModifyResponse,
-    PostRouteModifyRequest,
-    PostRouteModifyResponse,
-    PostTranslateModifyRequest,
-    PostTranslateModifyResponse,
-    PostVirtualHostModifyRequest,
-    PostVirtualHostModifyResponse,
-)
 from extserver import hooks
 from extserver.eg import facts as eg
 from extserver.hooks import HookContext
@@ -36,7 +22,10 @@ log = structlog.get_logger(__name__)
 
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["EnvoyGatewayExtension"].full_name
 
+_Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+_ReqIn = TypeVar("_ReqIn", contravariant=True)
+_RespOut = TypeVar("_RespOut", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -50,44 +39,49 @@ class ServeOptions:
     client_ca: Path | None = None  # set: mTLS, EG must present a client certificate signed by it
 
 
+_Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class _Rpc(Protocol[_ReqIn, _RespOut]):
+    """An RPC method as an instance exposes it (bound, so the servicer is not a parameter)."""
+
+    def __call__(self, request: _ReqIn, context: _Context) -> Awaitable[_RespOut]: ...
+
+
+def _guarded(hook: str, handler: Callable[[_Req, HookContext], Awaitable[_Resp]]) -> _Rpc[_Req, _Resp]:
+    """An RPC method running a hook that compiles, with the servicer's context, under `_guard`."""
+
+    async def rpc(servicer: ExtensionServicer, request: _Req, context: _Context) -> _Resp:
+        return await _guard(hook, handler(request, servicer.ctx), context)
+
+    # Stored on the class, the function binds to each instance: instances see the `_Rpc` form.
+    return cast(_Rpc[_Req, _Resp], rpc)
+
+
+def _unchanged(handler: Callable[[_Req], Awaitable[_Resp]]) -> _Rpc[_Req, _Resp]:
+    """An RPC method answering "unchanged": it cannot fail, so it needs no guard."""
+
+    async def rpc(servicer: ExtensionServicer, request: _Req, context: _Context) -> _Resp:
+        return await handler(request)
+
+    return cast(_Rpc[_Req, _Resp], rpc)
+
+
 class ExtensionServicer(service_pb2_grpc.EnvoyGatewayExtensionServicer):
     """Dispatches each RPC to its hook; a failure answers INTERNAL (EG then keeps its last config)."""
 
     def __init__(self, ctx: HookContext) -> None:
         self.ctx = ctx
 
-    async def PostRouteModify(
-        self, request: PostRouteModifyRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> PostRouteModifyResponse:
-        return await _guard("Route", hooks.post_route_modify(request, self.ctx), context)
-
-    async def PostClusterModify(
-        self, request: PostClusterModifyRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> PostClusterModifyResponse:
-        return await _guard("Cluster", hooks.post_cluster_modify(request, self.ctx), context)
-
-    async def PostTranslateModify(
-        self, request: PostTranslateModifyRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> PostTranslateModifyResponse:
-        return await _guard("Translation", hooks.post_translate_modify(request, self.ctx), context)
-
-    async def PostVirtualHostModify(
-        self, request: PostVirtualHostModifyRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> PostVirtualHostModifyResponse:
-        return await hooks.post_virtual_host_modify(request)
-
-    async def PostHTTPListenerModify(
-        self, request: PostHTTPListenerModifyRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> PostHTTPListenerModifyResponse:
-        return await hooks.post_http_listener_modify(request)
-
-    async def PostEndpointsModify(
-        self, request: PostEndpointsModifyRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> PostEndpointsModifyResponse:
-        return await hooks.post_endpoints_modify(request)
+    PostRouteModify = _guarded("Route", hooks.post_route_modify)
+    PostClusterModify = _guarded("Cluster", hooks.post_cluster_modify)
+    PostTranslateModify = _guarded("Translation", hooks.post_translate_modify)
+    PostVirtualHostModify = _unchanged(hooks.post_virtual_host_modify)
+    PostHTTPListenerModify = _unchanged(hooks.post_http_listener_modify)
+    PostEndpointsModify = _unchanged(hooks.post_endpoints_modify)
 
 
-async def _guard(hook: str, call: Awaitable[_Resp], context: grpc.aio.ServicerContext[Any, Any]) -> _Resp:
+async def _guard(hook: str, call: Awaitable[_Resp], context: _Context) -> _Resp:
     try:
         return await call
     except Exception as exc:

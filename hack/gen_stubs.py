@@ -32,6 +32,7 @@ TYPINGS = ROOT / "typings"
 
 # Envoy API modules the project imports; their transitive closure gets stubs.
 ENVOY_MODULES = (
+    "envoy.extensions.clusters.aggregate.v3.cluster_pb2",
     "envoy.admin.v3.config_dump_pb2",
     "envoy.config.accesslog.v3.accesslog_pb2",
     "envoy.config.bootstrap.v3.bootstrap_pb2",

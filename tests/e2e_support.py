@@ -86,6 +86,7 @@ async def send_many(
     path: str = "/v1/completions",
     concurrency: int = 16,
     session: aiohttp.ClientSession | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Results:
     results = Results()
     todo = iter(range(count))
@@ -96,7 +97,7 @@ async def send_many(
         async def worker() -> None:
             for _ in todo:
                 try:
-                    async with session.post(gw.url() + path, json=body) as response:
+                    async with session.post(gw.url() + path, json=body, headers=headers) as response:
                         raw = await response.read()
                         results.statuses[response.status] += 1
                         if response.status == 200:

@@ -320,3 +320,23 @@ async def test_python_m_extserver_serve_writes_conditions_to_the_api_server(
     finally:
         _stop(process)
     assert process.returncode == 0, log.read_text()[-3000:]
+
+
+def test_parent_removals_are_this_translations_gateways_that_no_longer_route_to_the_pool() -> None:
+    from api.model import V1, ObjectMeta, PickerRef
+    from api.model import InferencePool as Pool
+    from extserver.hooks.status import StatusReport, parent_removals
+
+    def pool(name: str, api_version: str = V1) -> Pool:
+        return Pool(api_version, ObjectMeta("ns", name), (("app", "x"),), (8000,), PickerRef("picker"))
+
+    report = StatusReport(
+        pools=(pool("a"), pool("b"), pool("old", "inference.networking.x-k8s.io/v1alpha1")),
+        models=(),
+        problems=(),
+        pool_gateways={("ns", "a"): ("ns/gw1",)},
+        gateways=frozenset({"ns/gw1", "ns/gw2"}),
+    )
+    removed = [(ref.name, parent.name) for ref, parent in parent_removals(report)]
+    # a: still routed by gw1, not by gw2; b: neither; v1alpha1 pools keep no per-Gateway entries.
+    assert removed == [("a", "gw2"), ("b", "gw1"), ("b", "gw2")]

@@ -16,6 +16,7 @@ from api.sources import (
     ParentRef,
     with_condition,
 )
+from api.sources.status import PoolRef
 from tests.k8s_fake_server import FakeKubeApi, model_v1alpha2, pool_v1alpha2
 
 X1 = "inference.networking.x-k8s.io/v1alpha1"
@@ -167,3 +168,34 @@ async def test_log_writer_logs_each_change_once() -> None:
         ("InferenceModel default/m1", "True", "info"),
         ("InferenceModel default/m1", "False", "warning"),
     ]
+
+
+async def test_a_gateway_that_no_longer_routes_to_a_pool_leaves_its_status(fake: FakeKubeApi) -> None:
+    api = fake.api_client()
+    try:
+        writer = KubernetesConditionWriter(api)
+        other = ParentRef(name="other", namespace="default")
+        for parent in (GW, other):
+            await writer.set_condition(
+                ConditionUpdate(
+                    "InferencePool",
+                    X2,
+                    "default",
+                    "pool",
+                    "Accepted",
+                    "True",
+                    "Accepted",
+                    "",
+                    1,
+                    parent=parent,
+                )
+            )
+        await writer.remove_parent(PoolRef(X2, "default", "pool"), GW)
+        pool = fake.get(X2, "inferencepools", "default", "pool")
+        assert [p["parentRef"]["name"] for p in pool["status"]["parent"]] == ["other"]
+        # A parent this writer never wrote (another controller's) is not touched.
+        await KubernetesConditionWriter(api).remove_parent(PoolRef(X2, "default", "pool"), other)
+        pool = fake.get(X2, "inferencepools", "default", "pool")
+        assert [p["parentRef"]["name"] for p in pool["status"]["parent"]] == ["other"]
+    finally:
+        api.close()

@@ -101,6 +101,17 @@ class FileSource:
         self.refresh()
         return self.store.snapshot()
 
+    @property
+    def kinds_read(self) -> frozenset[str]:
+        """Kinds whose objects in the files are the whole truth: Pods and HTTPRoutes once any is there.
+
+        Services are not: manifests name picker Services they do not define (the local gateway's)."""
+        snapshot = self.store.snapshot()
+        present = {"Pod"} if snapshot.pods else set()
+        if snapshot.others_of_kind("HTTPRoute"):
+            present.add("HTTPRoute")
+        return frozenset(present)
+
     async def wait_synced(self) -> None:
         """Return once the files have been loaded at least once."""
         await self._synced.wait()

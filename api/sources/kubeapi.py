@@ -7,13 +7,15 @@ per object per event.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ParamSpec
 
 from kubernetes.client import ApiClient
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
+
+_P = ParamSpec("_P")
 
 
 class KubeApiError(Exception):
@@ -72,24 +74,24 @@ def open_request(
     return response
 
 
-def request_json(
-    api: ApiClient,
-    method: str,
-    path: str,
-    query: Sequence[tuple[str, str]] = (),
-    body: Any = None,
-    content_type: str | None = None,
-    timeout: float | tuple[float, float] | None = None,
-) -> dict[str, Any]:
-    """A request whose answer is one JSON object."""
-    response = open_request(api, method, path, query, body, content_type, timeout)
-    try:
-        data = json.loads(response.data or b"{}")
-    finally:
-        response.release_conn()
-    if not isinstance(data, dict):
-        raise KubeApiError(response.status, "answer is not a JSON object")
-    return data
+def _read_json(open_fn: Callable[_P, Any]) -> Callable[_P, dict[str, Any]]:
+    """`open_fn`, reading its answer as one JSON object (same parameters, so they are declared once)."""
+
+    def read(*args: _P.args, **kwargs: _P.kwargs) -> dict[str, Any]:
+        response = open_fn(*args, **kwargs)
+        try:
+            data = json.loads(response.data or b"{}")
+        finally:
+            response.release_conn()
+        if not isinstance(data, dict):
+            raise KubeApiError(response.status, "answer is not a JSON object")
+        return data
+
+    return read
+
+
+request_json = _read_json(open_request)
+"""A request whose answer is one JSON object (`open_request`'s parameters)."""
 
 
 def iter_json_lines(response: Any) -> Iterator[dict[str, Any]]:

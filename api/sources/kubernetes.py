@@ -96,6 +96,8 @@ class KubernetesSource:
         self.api = api
         self.store = store if store is not None else ObjectStore()
         self.kinds = tuple(kinds)
+        # What hooks may rely on being complete: a kind not watched is unknown, not absent.
+        self.kinds_read = frozenset(spec.kind for spec in self.kinds)
         self.namespace = namespace
         self.resync_period = resync_period
         self.watch_timeout = watch_timeout

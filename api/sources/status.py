@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -91,6 +91,19 @@ class ConditionWriter(Protocol):
         """Record one condition on an object; a no-op when it already says exactly this."""
         ...
 
+    async def remove_parent(self, pool: PoolRef, parent: ParentRef) -> None:
+        """Drop a pool's status entry for a Gateway that no longer routes to it (if this writer set one)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PoolRef:
+    """A v1alpha2/v1 InferencePool, whose status keeps conditions per parent Gateway."""
+
+    api_version: str
+    namespace: str
+    name: str
+
 
 class LogConditionWriter:
     """Local mode: conditions go to the structured log, once per change."""
@@ -114,6 +127,24 @@ class LogConditionWriter:
             observed_generation=update.observed_generation,
             parent=update.parent.as_dict() if update.parent else None,
         )
+
+    async def remove_parent(self, pool: PoolRef, parent: ParentRef) -> None:
+        if not any(
+            k[1:4] == ("InferencePool", pool.namespace, pool.name) and k[5] == parent for k in self._last
+        ):
+            return
+        self._last = {k: v for k, v in self._last.items() if not _is_parent_key(k, pool, parent)}
+        log.info(
+            "parent removed", object=f"InferencePool {pool.namespace}/{pool.name}", parent=parent.as_dict()
+        )
+
+
+def _is_parent_key(key: _CacheKey, pool: PoolRef, parent: ParentRef) -> bool:
+    return (
+        key[0] == pool.api_version
+        and key[1:4] == ("InferencePool", pool.namespace, pool.name)
+        and (key[5] == parent)
+    )
 
 
 class KubernetesConditionWriter:
@@ -154,6 +185,29 @@ class KubernetesConditionWriter:
                 return
             self._last[update.key] = update.value
 
+    async def remove_parent(self, pool: PoolRef, parent: ParentRef) -> None:
+        if not any(_is_parent_key(k, pool, parent) for k in self._last):
+            return  # never written by this process: not ours to remove
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self._remove_parent, pool, parent)
+            except KubeApiError as exc:
+                log.warning("status parent not removed", pool=f"{pool.namespace}/{pool.name}", error=str(exc))
+                return
+            self._last = {k: v for k, v in self._last.items() if not _is_parent_key(k, pool, parent)}
+            log.info("parent removed", pool=f"{pool.namespace}/{pool.name}", parent=parent.as_dict())
+
+    def _remove_parent(self, pool: PoolRef, parent: ParentRef) -> None:
+        list_key = "parent" if pool.api_version == V1ALPHA2 else "parents"
+
+        def without_parent(status: Mapping[str, Any]) -> dict[str, Any] | None:
+            parents = [p for p in status.get(list_key) or [] if isinstance(p, Mapping)]
+            kept = [p for p in parents if not parent.matches(p.get("parentRef"))]
+            return None if len(kept) == len(parents) else {list_key: kept}
+
+        path = resource_path(pool.api_version, "inferencepools", pool.namespace, pool.name)
+        self._update_status(path, f"InferencePool {pool.namespace}/{pool.name}", without_parent)
+
     def _write(
         self,
         kind: str,
@@ -166,7 +220,18 @@ class KubernetesConditionWriter:
         plural = _PLURALS.get(kind)
         if plural is None:
             raise ValueError(f"no status for kind {kind}")
+
+        def with_it(status: Mapping[str, Any]) -> dict[str, Any] | None:
+            return with_condition(status, kind, api_version, condition, parent, self.controller_name, _now())
+
         path = resource_path(api_version, plural, namespace, name)
+        self._update_status(path, f"{kind} {namespace}/{name}", with_it)
+
+    def _update_status(
+        self, path: str, what: str, change: Callable[[Mapping[str, Any]], dict[str, Any] | None]
+    ) -> None:
+        """Read-modify-write of the status subresource, guarded by resourceVersion; `change` gives the new
+        status (merge-patched) or None for "nothing to do". A deleted object is left alone."""
         for _attempt in range(3):
             try:
                 current = request_json(self.api, "GET", path, timeout=self.request_timeout)
@@ -175,9 +240,7 @@ class KubernetesConditionWriter:
                     return  # deleted meanwhile: nothing to report on
                 raise
             status = current.get("status") if isinstance(current.get("status"), Mapping) else {}
-            updated = with_condition(
-                status or {}, kind, api_version, condition, parent, self.controller_name, _now()
-            )
+            updated = change(status or {})
             if updated is None:
                 return
             body = {
@@ -197,7 +260,7 @@ class KubernetesConditionWriter:
             except KubeApiError as exc:
                 if exc.status != 409:
                     raise
-        raise KubeApiError(409, f"{kind} {namespace}/{name}: status kept changing under us")
+        raise KubeApiError(409, f"{what}: status kept changing under us")
 
 
 def with_condition(

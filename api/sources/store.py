@@ -83,6 +83,7 @@ class Snapshot:
             pool
             for key, pool in sorted(self.pools.items())
             if pool.meta.namespace == namespace
+            and pool.picker is not None
             and pool.picker.name == service_name
             and pool.picker.kind == "Service"
             and pool.picker.group == ""
@@ -112,6 +113,18 @@ class Snapshot:
             and pool.selects(pod.label_map)
         ]
         return tuple(sorted(found, key=lambda p: p.meta.name))
+
+    def pool_endpoints(self, pool: InferencePool) -> tuple[str, ...]:
+        """The pool's endpoints "ip:port": each ready pod's IP with each target port (GIE's rule)."""
+        return tuple(f"{pod.ip}:{port}" for pod in self.pods_for_pool(pool) for port in pool.target_ports)
+
+    def service_annotations(self) -> dict[str, Mapping[str, str]]:
+        """Every stored Service "ns/name" -> its annotations."""
+        out: dict[str, Mapping[str, str]] = {}
+        for service in self.others_of_kind("Service", "v1"):
+            meta = service.get("metadata") or {}
+            out[f"{meta.get('namespace') or 'default'}/{meta.get('name')}"] = meta.get("annotations") or {}
+        return out
 
     def others_of_kind(self, kind: str, api_version: str | None = None) -> tuple[Mapping[str, Any], ...]:
         """Kept raw objects of one kind (optionally one apiVersion), in key order."""

@@ -29,17 +29,18 @@ def _pool_filter(pool: PoolPlan, into: AccessLogFilter) -> None:
 
 
 def _build_access_log(cluster: str, pools: Sequence[PoolPlan]) -> AccessLog:
-    first = pools[0]
+    picker = pools[0].picker
+    assert picker is not None
     config = HttpGrpcAccessLogConfig()
     common = config.common_config
     common.log_name = contract.ACCESS_LOG_NAME
     common.grpc_service.envoy_grpc.cluster_name = cluster
-    common.grpc_service.envoy_grpc.authority = first.picker.target_uri
+    common.grpc_service.envoy_grpc.authority = picker.target_uri
     common.transport_api_version = ApiVersion.V3
     common.buffer_flush_interval.FromNanoseconds(int(contract.ACCESS_LOG_FLUSH_SECONDS * 1e9))
     access_log = AccessLog(name=naming.access_log(cluster))
     if len(pools) == 1:
-        _pool_filter(first, access_log.filter)
+        _pool_filter(pools[0], access_log.filter)
     else:
         # OrFilter needs two or more filters, hence the single-pool case above.
         for pool in pools:
@@ -49,10 +50,13 @@ def _build_access_log(cluster: str, pools: Sequence[PoolPlan]) -> AccessLog:
 
 
 def build_access_logs(pools: Sequence[PoolPlan]) -> list[AccessLog]:
-    """One access log per distinct picker cluster of `pools` (sorted), logging only its pools' requests."""
+    """One access log per distinct picker cluster of `pools` (sorted), logging only its pools' requests.
+
+    Only this project's picker serves the access log service; other EPPs get none."""
     by_cluster: dict[str, list[PoolPlan]] = {}
     for pool in sorted(pools, key=lambda p: p.key):
-        by_cluster.setdefault(pool.picker.cluster, []).append(pool)
+        if pool.picker is not None and pool.picker.serves_eds:
+            by_cluster.setdefault(pool.picker.cluster, []).append(pool)
     return [_build_access_log(cluster, by_cluster[cluster]) for cluster in sorted(by_cluster)]
 
 

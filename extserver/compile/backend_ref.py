@@ -16,7 +16,9 @@ from extserver.compile import metadata, naming
 from extserver.compile.cache import CompileCache, plan_of
 from extserver.compile.clusters import mark_backend_cluster
 from extserver.compile.inputs import CompileInputs, CompileOptions
+from extserver.compile.plan import PoolPlan
 from extserver.compile.routes import apply_pool_settings, catch_all_metadata
+from extserver.compile.weighted_pools import build_weighted_pools_route, rule_of
 
 
 @dataclass(frozen=True)
@@ -26,18 +28,27 @@ class PoolReference:
     name: str
 
 
-def find_pool_reference(resources: Sequence[Mapping[str, Any]]) -> PoolReference | None:
-    """The first InferencePool (any served version) among EG's extension/backend resources."""
+def find_pool_references(resources: Sequence[Mapping[str, Any]]) -> list[PoolReference]:
+    """The InferencePools (any served version) among EG's extension/backend resources, in order."""
+    found = []
     for resource in resources:
         if resource.get("kind") != KIND_POOL or resource.get("apiVersion") not in POOL_API_VERSIONS:
             continue
         meta = resource.get("metadata")
         if not isinstance(meta, Mapping) or not meta.get("name"):
             continue
-        return PoolReference(
-            str(resource["apiVersion"]), str(meta.get("namespace") or "default"), str(meta["name"])
+        found.append(
+            PoolReference(
+                str(resource["apiVersion"]), str(meta.get("namespace") or "default"), str(meta["name"])
+            )
         )
-    return None
+    return found
+
+
+def find_pool_reference(resources: Sequence[Mapping[str, Any]]) -> PoolReference | None:
+    """The first InferencePool among EG's extension/backend resources."""
+    found = find_pool_references(resources)
+    return found[0] if found else None
 
 
 def _identity(ref: PoolReference, eg_name: str) -> dict[str, object]:
@@ -60,7 +71,7 @@ def patch_cluster(
 ) -> Cluster | None:
     """EG's cluster for a pool backendRef becomes the pool catch-all, marked; None if not a pool's."""
     ref = find_pool_reference(backend_resources)
-    if ref is None:
+    if ref is None or _mixed(cluster.name, inputs):
         return None
     pool = plan_of(inputs, cache).pool(ref.namespace, ref.name)
     if pool is None:
@@ -84,9 +95,16 @@ def patch_route(
 ) -> Route | None:
     """Mark EG's route to a pool (the Translation hook expands it per model); None if not a pool's."""
     del hostnames  # the route already carries its virtual host's match; nothing host-specific to add
-    ref = find_pool_reference(extension_resources)
-    if ref is None or not route.HasField("route"):
+    refs = find_pool_references(extension_resources)
+    if not refs or not route.HasField("route"):
         return None  # EG answers unresolved backends with a direct response: leave it
+    if _mixed(route.name, inputs):
+        return mixed_backends_route(route, refs[0])
+    if len(refs) > 1:
+        split = _weighted_split(route, refs, inputs, cache)
+        if split is not None:
+            return build_weighted_pools_route(route, split, options)
+    ref = refs[0]
     result = Route()
     result.CopyFrom(route)
     pool = plan_of(inputs, cache).pool(ref.namespace, ref.name)
@@ -97,3 +115,43 @@ def patch_route(
         metadata.set_ours(result.metadata, values)
         apply_pool_settings(result, pool, options)
     return None if result == route else result
+
+
+def _mixed(eg_name: str, inputs: CompileInputs) -> bool:
+    """Whether the HTTPRoute rule EG named this route or cluster after also sends to other backends."""
+    rule = rule_of(eg_name)
+    backends = None if rule is None or inputs.rules is None else inputs.rules.get(rule)
+    return backends is not None and backends.others > 0
+
+
+def mixed_backends_route(route: Route, ref: PoolReference) -> Route:
+    """A rule with pools and Services: a clear 500 instead of a silent mix (the pool's condition says why)."""
+    result = Route()
+    result.CopyFrom(route)
+    result.ClearField("route")
+    result.direct_response.status = 500
+    result.direct_response.body.inline_string = (
+        '{"error":{"message":"this HTTPRoute rule mixes InferencePools with other backendRefs, which is not '
+        'supported","type":"server_error","code":500}}'
+    )
+    values = _identity(ref, route.name)
+    values[MetadataKey.ROLE] = Role.MIXED_BACKENDS
+    metadata.set_ours(result.metadata, values)
+    return result
+
+
+def _weighted_split(
+    route: Route, refs: Sequence[PoolReference], inputs: CompileInputs, cache: CompileCache | None
+) -> list[tuple[PoolPlan, int]] | None:
+    """Each pool of the route's rule with its HTTPRoute weight (1 each when the rule is not known)."""
+    plan = plan_of(inputs, cache)
+    rule = rule_of(route.name)
+    backends = None if rule is None or inputs.rules is None else inputs.rules.get(rule)
+    weights = {(ns, name): weight for ns, name, weight in backends.pools} if backends else {}
+    split = []
+    for ref in refs:
+        pool = plan.pool(ref.namespace, ref.name)
+        if pool is None:
+            return None  # an unknown pool: the plain path reports it
+        split.append((pool, weights.get((ref.namespace, ref.name), 1)))
+    return split

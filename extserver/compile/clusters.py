@@ -1,4 +1,4 @@
-"""Clusters: per-target EDS clusters (picker-served, override_host), the pool catch-all, the picker."""
+"""Clusters: per-target clusters (override_host), the pool catch-all (the pool's Pods), the picker."""
 
 from __future__ import annotations
 
@@ -7,19 +7,22 @@ from collections.abc import Sequence
 from envoy.config.cluster.v3.circuit_breaker_pb2 import CircuitBreakers
 from envoy.config.cluster.v3.cluster_pb2 import Cluster, LoadBalancingPolicy
 from envoy.config.core.v3.address_pb2 import Address, SocketAddress
+from envoy.config.core.v3.base_pb2 import TransportSocket
 from envoy.config.core.v3.config_source_pb2 import ApiConfigSource, ApiVersion, ConfigSource
 from envoy.config.core.v3.grpc_service_pb2 import GrpcService
 from envoy.config.core.v3.health_check_pb2 import HealthCheck
 from envoy.config.core.v3.protocol_pb2 import Http2ProtocolOptions
 from envoy.config.endpoint.v3.endpoint_components_pb2 import Endpoint, LbEndpoint, LocalityLbEndpoints
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from envoy.extensions.clusters.aggregate.v3.cluster_pb2 import ClusterConfig
 from envoy.extensions.load_balancing_policies.least_request.v3.least_request_pb2 import LeastRequest
 from envoy.extensions.load_balancing_policies.override_host.v3.override_host_pb2 import OverrideHost
+from envoy.extensions.transport_sockets.tls.v3.tls_pb2 import UpstreamTlsContext
 from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpProtocolOptions
 
 from api import contract
 from api.contract import MetadataKey, Role
-from extserver.compile import metadata
+from extserver.compile import metadata, naming
 from extserver.compile.inputs import CompileOptions
 from extserver.compile.plan import ModelPlan, PoolPlan, TargetPlan
 from extserver.compile.resilience import outlier_detection
@@ -33,6 +36,8 @@ OVERRIDE_HOST_POLICY = "envoy.load_balancing_policies.override_host"
 LEAST_REQUEST_POLICY = "envoy.load_balancing_policies.least_request"
 PICKER_HEALTH_INTERVAL_SECONDS = 5
 PICKER_HEALTH_TIMEOUT_SECONDS = 1
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+AGGREGATE_CLUSTER = "envoy.clusters.aggregate"
 
 
 def _high_circuit_breakers() -> CircuitBreakers:
@@ -48,6 +53,7 @@ def _high_circuit_breakers() -> CircuitBreakers:
 def _picker_eds_source(pool: PoolPlan) -> ConfigSource:
     # google_grpc, not envoy_grpc: Envoy requires an envoy_grpc xDS cluster to be static in the bootstrap,
     # and under EG every cluster (the picker's too) arrives over CDS.
+    assert pool.picker is not None
     grpc = GrpcService()
     grpc.google_grpc.target_uri = pool.picker.target_uri
     grpc.google_grpc.stat_prefix = f"inference_eds_{pool.namespace}_{pool.name}"
@@ -77,17 +83,19 @@ def _override_host_policy() -> LoadBalancingPolicy:
     return policy
 
 
-def eds_cluster_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
-    """What every EDS cluster of a pool shares; built once per pool, copied per target (hot at scale)."""
-    cluster = Cluster(type=Cluster.EDS)
-    cluster.eds_cluster_config.eds_config.CopyFrom(_picker_eds_source(pool))
+def _upstream_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
+    """What every cluster to a pool's model servers shares: limits, balancing, protocol."""
+    cluster = Cluster()
     cluster.connect_timeout.seconds = CONNECT_TIMEOUT_SECONDS
     cluster.per_connection_buffer_limit_bytes.value = options.max_body_bytes
     cluster.load_balancing_policy.CopyFrom(_override_host_policy())
     cluster.circuit_breakers.CopyFrom(_high_circuit_breakers())
     cluster.outlier_detection.CopyFrom(outlier_detection())
     protocol = HttpProtocolOptions()
-    protocol.explicit_http_config.http_protocol_options.SetInParent()
+    if pool.app_protocol == contract.APP_PROTOCOL_H2C:
+        protocol.explicit_http_config.http2_protocol_options.SetInParent()  # prior knowledge, cleartext
+    else:
+        protocol.explicit_http_config.http_protocol_options.SetInParent()
     # vLLM (uvicorn) closes a keep-alive connection after 5 s idle; a request Envoy sends on one just as it
     # closes fails with "connection termination". Envoy closes its idle connections first.
     protocol.common_http_protocol_options.idle_timeout.seconds = UPSTREAM_IDLE_TIMEOUT_SECONDS
@@ -95,11 +103,41 @@ def eds_cluster_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
     return cluster
 
 
-def _eds_cluster(name: str, eds_resource: str, template: Cluster) -> Cluster:
+def eds_cluster_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
+    """A cluster whose endpoints the pool's picker serves over EDS; built once per pool, copied per target."""
+    cluster = _upstream_template(pool, options)
+    cluster.type = Cluster.EDS
+    cluster.eds_cluster_config.eds_config.CopyFrom(_picker_eds_source(pool))
+    return cluster
+
+
+def _endpoints_assignment(name: str, endpoints: Sequence[str]) -> ClusterLoadAssignment:
+    lb_endpoints = []
+    for endpoint in endpoints:
+        host, _, port = endpoint.rpartition(":")
+        address = Address(socket_address=SocketAddress(address=host, port_value=int(port)))
+        lb_endpoints.append(LbEndpoint(endpoint=Endpoint(address=address)))
+    return ClusterLoadAssignment(
+        cluster_name=name, endpoints=[LocalityLbEndpoints(lb_endpoints=lb_endpoints)]
+    )
+
+
+def static_cluster_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
+    """A cluster over the pool's ready endpoints as the extension server sees its Pods (any picker)."""
+    cluster = _upstream_template(pool, options)
+    cluster.type = Cluster.STATIC
+    cluster.load_assignment.CopyFrom(_endpoints_assignment("", pool.endpoints or ()))
+    return cluster
+
+
+def _named(template: Cluster, name: str, eds_resource: str) -> Cluster:
     cluster = Cluster()
     cluster.CopyFrom(template)
     cluster.name = name
-    cluster.eds_cluster_config.service_name = eds_resource
+    if cluster.type == Cluster.EDS:
+        cluster.eds_cluster_config.service_name = eds_resource
+    else:
+        cluster.load_assignment.cluster_name = name
     return cluster
 
 
@@ -114,7 +152,9 @@ def _pool_metadata(pool: PoolPlan, role: str) -> dict[str, object]:
 
 def target_cluster_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
     """What every target cluster of a pool shares, metadata included (built once per pool)."""
-    cluster = eds_cluster_template(pool, options)
+    cluster = (
+        eds_cluster_template(pool, options) if pool.eds_targets else static_cluster_template(pool, options)
+    )
     values = _pool_metadata(pool, Role.TARGET)
     values[MetadataKey.SOURCE] = pool.source
     metadata.set_ours(cluster.metadata, values)
@@ -133,7 +173,7 @@ def build_target_cluster(
     `template` is target_cluster_template(pool, options), passed in by callers building many clusters.
     """
     base = template if template is not None else target_cluster_template(pool, options)
-    cluster = _eds_cluster(target.cluster, target.eds_resource, base)
+    cluster = _named(base, target.cluster, target.eds_resource)
     # Written field by field (not through a dict): this runs for every target of every pool.
     fields = metadata.ours_struct(cluster.metadata).fields
     fields[MetadataKey.TARGET_MODEL].string_value = target.model
@@ -150,19 +190,33 @@ def build_target_cluster(
 
 
 def build_catch_all_cluster(pool: PoolPlan, options: CompileOptions, name: str | None = None) -> Cluster:
-    """The pool's cluster for models without an InferenceModel (the picker narrows to pods serving it)."""
-    cluster = _eds_cluster(
-        name or pool.catch_all_cluster, pool.eds_resource, eds_cluster_template(pool, options)
-    )
+    """The pool's cluster for models without an InferenceModel: every ready pod of the pool (the picker's
+    EDS when the source does not read Pods)."""
+    if pool.endpoints is None and pool.eds_targets:
+        template = eds_cluster_template(pool, options)
+    else:
+        template = static_cluster_template(pool, options)
+    cluster = _named(template, name or pool.catch_all_cluster, pool.eds_resource)
     values = _pool_metadata(pool, Role.CATCH_ALL)
     values[MetadataKey.SOURCE] = pool.source
     metadata.set_ours(cluster.metadata, values)
     return cluster
 
 
+def _epp_tls(host: str) -> TransportSocket:
+    """TLS to a GIE endpoint picker, which serves TLS by default (a self-signed certificate: unverified,
+    as GIE's own gateway configurations do)."""
+    context = UpstreamTlsContext(sni=host)
+    context.common_tls_context.alpn_protocols.append("h2")
+    socket = TransportSocket(name=TLS_TRANSPORT_SOCKET)
+    socket.typed_config.Pack(context, deterministic=True)
+    return socket
+
+
 def build_picker_cluster(pool: PoolPlan, options: CompileOptions) -> Cluster:
     """The endpoint picker Service: HTTP/2 gRPC (ext_proc + EDS), DNS, high limits, gRPC health check."""
     picker = pool.picker
+    assert picker is not None
     cluster = Cluster(name=picker.cluster, type=Cluster.STRICT_DNS)
     cluster.connect_timeout.seconds = CONNECT_TIMEOUT_SECONDS
     cluster.dns_lookup_family = Cluster.V4_PREFERRED
@@ -188,30 +242,57 @@ def build_picker_cluster(pool: PoolPlan, options: CompileOptions) -> Cluster:
     # A picker Pod that DNS no longer returns (rolled out, deleted) leaves at once: by default Envoy keeps a
     # removed host until its health check fails three times, and FailClose requests to it answer 500.
     cluster.ignore_health_on_host_removal = True
-    check = HealthCheck()
-    check.timeout.seconds = PICKER_HEALTH_TIMEOUT_SECONDS
-    check.interval.seconds = PICKER_HEALTH_INTERVAL_SECONDS
-    check.unhealthy_threshold.value = 3
-    check.healthy_threshold.value = 1
-    check.grpc_health_check.SetInParent()
-    cluster.health_checks.append(check)
+    if picker.serves_eds:
+        # Ours answers gRPC health on its ext_proc port; GIE's EPPs serve health on a port of their own
+        # (lwepp: --grpc-health-port) that the pool does not name, so theirs get no active check.
+        check = HealthCheck()
+        check.timeout.seconds = PICKER_HEALTH_TIMEOUT_SECONDS
+        check.interval.seconds = PICKER_HEALTH_INTERVAL_SECONDS
+        check.unhealthy_threshold.value = 3
+        check.healthy_threshold.value = 1
+        check.grpc_health_check.SetInParent()
+        cluster.health_checks.append(check)
+    else:
+        cluster.transport_socket.CopyFrom(_epp_tls(picker.host))
     values = _pool_metadata(pool, Role.PICKER)
     values[MetadataKey.SOURCE] = pool.source
     metadata.set_ours(cluster.metadata, values)
     return cluster
 
 
+def fails_over_to_pods(pool: PoolPlan) -> bool:
+    """Target clusters of our picker's FailOpen pool fall over to the pool's Pods while its EDS is empty."""
+    return pool.eds_targets and pool.fail_open and pool.endpoints is not None
+
+
+def build_failover_cluster(target: Cluster, catch_all: str) -> list[Cluster]:
+    """The target cluster as an aggregate of [the picker's EDS for it, the pool's catch-all]: Envoy uses
+    the first while it has healthy hosts, so a picker that never answered (FailOpen) still routes."""
+    eds = Cluster()
+    eds.CopyFrom(target)
+    eds.name = naming.picker_eds_cluster(target.name)
+    aggregate = Cluster(name=target.name, lb_policy=Cluster.CLUSTER_PROVIDED)
+    aggregate.connect_timeout.seconds = CONNECT_TIMEOUT_SECONDS
+    aggregate.cluster_type.name = AGGREGATE_CLUSTER
+    aggregate.cluster_type.typed_config.Pack(
+        ClusterConfig(clusters=[eds.name, catch_all]), deterministic=True
+    )
+    aggregate.metadata.CopyFrom(target.metadata)  # what the picker reads of the chosen cluster
+    return [aggregate, eds]
+
+
 def build_pool_clusters(
     pool: PoolPlan, options: CompileOptions, with_catch_all: bool = True
 ) -> list[Cluster]:
     """Every cluster a pool needs, in name order."""
-    clusters = [build_picker_cluster(pool, options)]
-    if with_catch_all:
+    clusters = [] if pool.picker is None else [build_picker_cluster(pool, options)]
+    failover = fails_over_to_pods(pool)
+    if with_catch_all or failover:
         clusters.append(build_catch_all_cluster(pool, options))
     template = target_cluster_template(pool, options)
-    clusters.extend(
-        build_target_cluster(pool, target, users, options, template) for target, users in pool.targets()
-    )
+    for target, users in pool.targets():
+        built = build_target_cluster(pool, target, users, options, template)
+        clusters.extend(build_failover_cluster(built, pool.catch_all_cluster) if failover else [built])
     return sorted(clusters, key=lambda c: c.name)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
@@ -9,6 +10,7 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from api import contract
+from api.httproute import RuleBackends, RuleKey
 from api.model import InferenceModel, InferencePool
 
 
@@ -16,6 +18,14 @@ from api.model import InferenceModel, InferencePool
 class CompileInputs:
     pools: tuple[InferencePool, ...]
     models: tuple[InferenceModel, ...]
+    # Pool "ns/name" -> its ready endpoints "ip:port" (pod IPs x targetPorts), sorted. None: the source
+    # does not read Pods, so pool clusters get their endpoints from an EDS-serving picker only.
+    endpoints: Mapping[str, tuple[str, ...]] | None = None
+    # Service "ns/name" -> its annotations. None: the source does not read Services, and every picker
+    # Service counts as present and as this project's picker.
+    services: Mapping[str, Mapping[str, str]] | None = None
+    # HTTPRoute rules naming pools (api/httproute.py): the weights of a rule with several pools.
+    rules: Mapping[RuleKey, RuleBackends] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,7 @@ class Reason:
     DUPLICATE_TARGET = "DuplicateTargetModel"
     RESERVED_TARGET_NAME = "ReservedTargetName"
     INVALID_EXTENSION_REF = "InvalidExtensionRef"
+    MIXED_BACKENDS = "MixedBackendRefs"
     LISTENER_IN_USE = "ListenerInUse"
     NO_MATCHING_LISTENER = "NoMatchingListener"
     MERGED_GATEWAY = "MergedGatewayUnsupported"

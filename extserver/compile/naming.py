@@ -28,6 +28,11 @@ def target_cluster(namespace: str, pool: str, target_model: str) -> str:
     return f"{_PREFIX}/{namespace}/{pool}/{target_model}"
 
 
+def picker_eds_cluster(target_cluster_name: str) -> str:
+    """A FailOpen target's picker-served half (its target cluster falls over to the pool's Pods)."""
+    return f"{target_cluster_name}#picker-eds"
+
+
 def picker_cluster(namespace: str, pool: str) -> str:
     return f"{_PREFIX}/{namespace}/{pool}/picker"
 

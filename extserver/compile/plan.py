@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from api import contract
 from api.contract import picker_service_host
 from api.model import GROUP_X, AttachTo, FailureMode, InferenceModel, InferencePool
 from api.parse import KIND_MODEL, KIND_POOL
@@ -43,10 +44,16 @@ class PickerPlan:
     host: str
     failure_mode_allow: bool
     cluster: str
+    # contract.PICKER_PROTOCOL_OURS (body only, per-target EDS) or PICKER_PROTOCOL_GIE (any EPP)
+    protocol: str = contract.PICKER_PROTOCOL_OURS
 
     @property
     def target_uri(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def serves_eds(self) -> bool:
+        return self.protocol == contract.PICKER_PROTOCOL_OURS
 
 
 @dataclass(frozen=True)
@@ -56,17 +63,30 @@ class PoolPlan:
     api_version: str
     source: str
     target_ports: tuple[int, ...]
-    picker: PickerPlan
+    picker: PickerPlan | None  # None: no endpoint picker; Envoy balances over the pool's endpoints
     catch_all_cluster: str
     eds_resource: str
     ext_proc_filter: str
     attach_to: AttachTo | None
     created: str
     models: tuple[ModelPlan, ...]
+    app_protocol: str = "http"
+    # "ip:port" of the pool's ready endpoints; None when the source does not read Pods
+    endpoints: tuple[str, ...] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    @property
+    def fail_open(self) -> bool:
+        """Requests still reach a pod without the picker's answer (FailOpen, or no picker at all)."""
+        return self.picker is None or self.picker.failure_mode_allow
+
+    @property
+    def eds_targets(self) -> bool:
+        """Per-target clusters get their endpoints from the picker's EDS (this project's picker)."""
+        return self.picker is not None and self.picker.serves_eds
 
     def __hash__(self) -> int:
         # Computed once: plans key the compile cache, and hashing every model on each lookup adds up.
@@ -111,43 +131,67 @@ def _problem(
     return Problem(kind, obj.meta.namespace, obj.meta.name, condition, reason, msg)
 
 
-def _pool_problem(pool: InferencePool) -> Problem | None:
+def _pool_problem(pool: InferencePool, inputs: CompileInputs) -> tuple[Problem | None, bool]:
+    """What is wrong with the pool's picker reference, and whether the pool is still served."""
     ref = pool.picker
+    if ref is None:
+        return None, True
     if ref.kind != "Service" or ref.group not in ("", "core"):
-        return _problem(
-            pool,
-            KIND_POOL,
-            Condition.RESOLVED_REFS,
-            Reason.INVALID_EXTENSION_REF,
-            f"endpoint picker reference {ref.group or 'core'}/{ref.kind} {ref.name}: "
-            "only a Service is supported",
-        )
-    return None
+        kind = f"{ref.group or 'core'}/{ref.kind}"
+        message = f"endpoint picker reference {kind} {ref.name}: only a Service is supported"
+        served = False
+    elif inputs.services is not None and f"{pool.meta.namespace}/{ref.name}" not in inputs.services:
+        # Still served: its requests fail as the failure mode says (FailClose: 5xx), as GIE requires.
+        message = f"spec.endpointPickerRef: Service {pool.meta.namespace}/{ref.name} not found"
+        served = True
+    else:
+        return None, True
+    problem = _problem(pool, KIND_POOL, Condition.RESOLVED_REFS, Reason.INVALID_EXTENSION_REF, message)
+    return problem, served
 
 
-def _plan_pool(pool: InferencePool) -> PoolPlan:
+def _picker_protocol(pool: InferencePool, inputs: CompileInputs) -> str:
+    if pool.picker is None or inputs.services is None:
+        return contract.PICKER_PROTOCOL_OURS
+    annotations = inputs.services.get(f"{pool.meta.namespace}/{pool.picker.name}") or {}
+    if annotations.get(contract.ANNOTATION_PICKER_PROTOCOL) == contract.PICKER_PROTOCOL_OURS:
+        return contract.PICKER_PROTOCOL_OURS
+    return contract.PICKER_PROTOCOL_GIE
+
+
+def _plan_picker(pool: InferencePool, inputs: CompileInputs) -> PickerPlan | None:
+    ref = pool.picker
+    if ref is None:
+        return None
+    ns = pool.meta.namespace
+    return PickerPlan(
+        service=ref.name,
+        namespace=ns,
+        port=ref.port,
+        host=picker_service_host(ref.name, ns),
+        failure_mode_allow=ref.failure_mode == FailureMode.FAIL_OPEN,
+        cluster=naming.picker_cluster(ns, pool.meta.name),
+        protocol=_picker_protocol(pool, inputs),
+    )
+
+
+def _plan_pool(pool: InferencePool, inputs: CompileInputs) -> PoolPlan:
     ns, name = pool.meta.namespace, pool.meta.name
-    host = picker_service_host(pool.picker.name, ns)
     return PoolPlan(
         namespace=ns,
         name=name,
         api_version=pool.api_version,
         source=naming.source(KIND_POOL, ns, name),
         target_ports=pool.target_ports,
-        picker=PickerPlan(
-            service=pool.picker.name,
-            namespace=ns,
-            port=pool.picker.port,
-            host=host,
-            failure_mode_allow=pool.picker.failure_mode == FailureMode.FAIL_OPEN,
-            cluster=naming.picker_cluster(ns, name),
-        ),
+        picker=_plan_picker(pool, inputs),
         catch_all_cluster=naming.pool_cluster(ns, name),
         eds_resource=naming.eds_resource(ns, name),
         ext_proc_filter=naming.ext_proc_filter(ns, name),
         attach_to=pool.attach_to,
         created=pool.meta.creation_timestamp,
         models=(),
+        app_protocol=pool.app_protocol,
+        endpoints=None if inputs.endpoints is None else inputs.endpoints.get(pool.key, ()),
     )
 
 
@@ -209,12 +253,13 @@ def build_plan(inputs: CompileInputs) -> Plan:
     pools: dict[tuple[str, str], PoolPlan] = {}
     invalid_pools: set[tuple[str, str]] = set()
     for pool in sorted(inputs.pools, key=lambda p: (p.meta.namespace, p.meta.name)):
-        issue = _pool_problem(pool)
+        issue, served = _pool_problem(pool, inputs)
         if issue is not None:
             problems.append(issue)
+        if not served:
             invalid_pools.add((pool.meta.namespace, pool.meta.name))
             continue
-        pools[(pool.meta.namespace, pool.meta.name)] = _plan_pool(pool)
+        pools[(pool.meta.namespace, pool.meta.name)] = _plan_pool(pool, inputs)
 
     accepted: dict[tuple[str, str], list[ModelPlan]] = {key: [] for key in pools}
     owners: dict[tuple[str, str, str], InferenceModel] = {}
@@ -227,6 +272,7 @@ def build_plan(inputs: CompileInputs) -> Plan:
         owners[(*pool_key, model.model_name)] = model
         accepted[pool_key].append(_plan_model(model, pools[pool_key]))
 
+    problems.extend(_mixed_rule_problems(inputs, pools))
     planned = tuple(
         _with_models(pools[key], sorted(accepted[key], key=lambda m: (m.model_name, m.name)))
         for key in sorted(pools)
@@ -274,6 +320,27 @@ def _model_refusal(
     return _problem(model, KIND_MODEL, Condition.ACCEPTED, reason, message)
 
 
+def _mixed_rule_problems(inputs: CompileInputs, pools: Mapping[tuple[str, str], PoolPlan]) -> list[Problem]:
+    """A rule sending to pools and to other backends (Services): not supported, said on each pool."""
+    out = []
+    for (namespace, route, index), backends in sorted((inputs.rules or {}).items()):
+        if not backends.others:
+            continue
+        for pool_ns, pool_name, _weight in backends.pools:
+            if (pool_ns, pool_name) in pools:
+                message = (
+                    f"HTTPRoute {namespace}/{route} rule {index} mixes InferencePools with other "
+                    "backendRefs, which is not supported (its requests get 500): give the pools a rule "
+                    "of their own"
+                )
+                out.append(
+                    Problem(
+                        KIND_POOL, pool_ns, pool_name, Condition.RESOLVED_REFS, Reason.MIXED_BACKENDS, message
+                    )
+                )
+    return out
+
+
 def _with_models(pool: PoolPlan, models: Iterable[ModelPlan]) -> PoolPlan:
     return replace(pool, models=tuple(models))
 
@@ -296,11 +363,16 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "port": pool.attach_to.port,
             },
             "targetPorts": list(pool.target_ports),
-            "picker": {
+            "picker": None
+            if pool.picker is None
+            else {
                 "target": pool.picker.target_uri,
                 "cluster": pool.picker.cluster,
                 "failOpen": pool.picker.failure_mode_allow,
+                **({} if pool.picker.serves_eds else {"protocol": pool.picker.protocol}),
             },
+            **({} if pool.app_protocol == "http" else {"appProtocol": pool.app_protocol}),
+            **({} if pool.endpoints is None else {"endpoints": list(pool.endpoints)}),
             "catchAllCluster": pool.catch_all_cluster,
             "extProcFilter": pool.ext_proc_filter,
             "models": [

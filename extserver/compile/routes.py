@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
 from envoy.config.route.v3.route_components_pb2 import Route, RouteMatch
 from envoy.type.matcher.v3.metadata_pb2 import MetadataMatcher
+from google.protobuf.any_pb2 import Any as AnyProto
 
 from api import contract
 from api.contract import MetadataKey, Role
@@ -55,19 +56,30 @@ def _lua_destination() -> bytes:
 
 
 @functools.lru_cache(maxsize=8192)
-def _lua_rewrite(target_model: str) -> bytes:
-    return lua.per_cluster_rewrite(target_model).SerializeToString(deterministic=True)
+def _lua_rewrite(target_model: str, always: bool) -> bytes:
+    return lua.per_cluster_rewrite(target_model, always).SerializeToString(deterministic=True)
 
 
-def apply_pool_settings(route: Route, pool: PoolPlan, options: CompileOptions) -> None:
-    """What every route of a pool needs: the pool's picker and the usage filter switched on, bodies up to
-    max_body_bytes."""
+def pool_entry_settings(per_filter_config: MutableMapping[str, AnyProto], pool: PoolPlan) -> None:
+    """The per-filter configs that make a route (or one weighted-cluster entry) the pool's: its picker and,
+    for this project's picker, the usage filter switched on, and the picker's destination into the header."""
     # Packed once and parsed per route: thousands of routes carry the same per-filter config.
-    route.typed_per_filter_config[pool.ext_proc_filter].ParseFromString(_enable_ext_proc())
-    # Exactly where the picker runs: only its requests are access-logged, so only they need usage.
-    route.typed_per_filter_config[naming.USAGE_FILTER].ParseFromString(_enable_usage())
+    if pool.picker is not None:
+        per_filter_config[pool.ext_proc_filter].ParseFromString(_enable_ext_proc())
+    if pool.picker is not None and pool.picker.serves_eds:
+        # Exactly where our picker runs: only its requests are access-logged, so only they need usage.
+        per_filter_config[naming.USAGE_FILTER].ParseFromString(_enable_usage())
     # The picker's destination into the header (weighted-cluster entries override it with their own).
-    route.typed_per_filter_config[naming.LUA_FILTER].ParseFromString(_lua_destination())
+    per_filter_config[naming.LUA_FILTER].ParseFromString(_lua_destination())
+
+
+def apply_pool_settings(
+    route: Route, pool: PoolPlan, options: CompileOptions, per_route_picker: bool = True
+) -> None:
+    """What every route of a pool needs: the pool's filters switched on (unless its weighted-cluster
+    entries do that, `per_route_picker=False`), bodies up to max_body_bytes, retries."""
+    if per_route_picker:
+        pool_entry_settings(route.typed_per_filter_config, pool)
     route.request_body_buffer_limit.value = options.max_body_bytes
     if route.HasField("route") and not route.route.HasField("retry_policy"):
         # A retry policy EG set (BackendTrafficPolicy) is the user's choice and stays.
@@ -121,8 +133,11 @@ def build_model_route(
             continue  # listed in metadata, never chosen
         entry = weighted.clusters.add(name=target.cluster)
         entry.weight.value = target.weight
-        if pool.picker.failure_mode_allow:
-            entry.typed_per_filter_config[naming.LUA_FILTER].ParseFromString(_lua_rewrite(target.model))
+        # Our picker rewrites `model` itself; without it (FailOpen), or with another picker, Lua does.
+        always = not pool.eds_targets
+        if pool.fail_open or always:
+            rewrite = _lua_rewrite(target.model, always)
+            entry.typed_per_filter_config[naming.LUA_FILTER].ParseFromString(rewrite)
     # Written field by field (not through a dict): this runs for every model.
     fields = metadata.ours_struct(route.metadata).fields
     fields[MetadataKey.MODEL_NAME].string_value = model.model_name

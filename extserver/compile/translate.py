@@ -36,6 +36,7 @@ from extserver.compile.routes import (
     catch_all_metadata,
     model_route_template,
 )
+from extserver.compile.weighted_pools import weighted_pools
 
 # Roles of resources we generate (removed and rebuilt on every pass); backend-ref ones are EG's, marked.
 _GENERATED_ROLES = frozenset(
@@ -53,6 +54,7 @@ class _BackendUse:
     pools: dict[tuple[str, str], PoolPlan] = field(default_factory=dict)
     gateways: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # pool -> "ns/name" Gateways
     problems: list[Problem] = field(default_factory=list)
+    split: set[tuple[str, str]] = field(default_factory=set)  # pools of weighted-pools routes
 
 
 _Message = TypeVar("_Message", Cluster, Listener, RouteConfiguration, Route, VirtualHost)
@@ -140,6 +142,15 @@ def _expand_backend_routes(
         expanded: list[Route] = []
         changed = False
         for route in _copy_all(list(vhost.routes)):
+            if metadata.role(route.metadata) == Role.WEIGHTED_POOLS:
+                _use_weighted_pools(route, route_config.name, vhost, listeners_of_rc, plan, use)
+            if metadata.role(route.metadata) == Role.MIXED_BACKENDS:  # only its status parents
+                rejected = (
+                    str(metadata.string_field(route.metadata, MetadataKey.POOL_NAMESPACE)),
+                    str(metadata.string_field(route.metadata, MetadataKey.POOL_NAME)),
+                )
+                for gateway in virtual_host_gateways(vhost, listeners_of_rc):
+                    use.gateways.setdefault(rejected, set()).add(gateway)
             if metadata.role(route.metadata) != Role.BACKEND_REF:
                 expanded.append(route)
                 continue
@@ -171,6 +182,26 @@ def _expand_backend_routes(
             del vhost.routes[:]
             vhost.routes.extend(expanded)
             _raise_direct_response_limit(route_config, expanded)
+
+
+def _use_weighted_pools(
+    route: Route,
+    rc_name: str,
+    vhost: VirtualHost,
+    listeners_of_rc: Sequence[Listener],
+    plan: Plan,
+    use: _BackendUse,
+) -> None:
+    """A weighted-pools route stays as the Route hook made it; its pools need their filters and clusters."""
+    for key in weighted_pools(route):
+        for gateway in virtual_host_gateways(vhost, listeners_of_rc):
+            use.gateways.setdefault(key, set()).add(gateway)
+        pool = plan.pool(*key)
+        if pool is None:
+            continue
+        use.route_configs.setdefault(rc_name, []).append(pool)
+        use.pools[pool.key] = pool
+        use.split.add(pool.key)
 
 
 def _backend_pool_routes(route: Route, pool: PoolPlan, options: CompileOptions) -> list[Route]:
@@ -249,7 +280,9 @@ def compile_translation(
     pools_by_rc = _pools_by_route_config(attached, backend)
     for listener in out_listeners:
         patch_listener_for_pools(listener, pools_by_rc, options)
-    out_clusters = _with_pool_clusters(out_clusters, attached.pools, backend.pools, options, cache)
+    out_clusters = _with_pool_clusters(
+        out_clusters, attached.pools, backend.pools, backend.split, options, cache
+    )
 
     problems = [*plan.problems, *attached.problems, *backend.problems]
     unique = {(p.kind, p.namespace, p.name, p.condition_type, p.reason, p.message): p for p in problems}
@@ -315,14 +348,16 @@ def _with_pool_clusters(
     clusters: list[Cluster],
     attached: dict[tuple[str, str], PoolPlan],
     backend: dict[tuple[str, str], PoolPlan],
+    split: set[tuple[str, str]],
     options: CompileOptions,
     cache: CompileCache | None,
 ) -> list[Cluster]:
-    """EG's clusters plus each served pool's (a catch-all cluster only for attach-to pools)."""
+    """EG's clusters plus each served pool's (a catch-all cluster only for attach-to pools and pools of a
+    weighted split: a plain backendRef's catch-all is EG's own cluster, marked)."""
     ours: dict[str, Cluster] = {}
     for key in sorted(set(attached) | set(backend)):
         pool = attached.get(key) or backend[key]
-        with_catch_all = key in attached
+        with_catch_all = key in attached or key in split
         build = partial(build_pool_clusters, pool, options, with_catch_all)
         for cluster in cached(cache, ("clusters", pool, options, with_catch_all), build):
             ours[cluster.name] = cluster

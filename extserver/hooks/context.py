@@ -11,6 +11,7 @@ import structlog
 from kubernetes.client import ApiClient
 
 from api.egextension.context_pb2 import ExtensionResource
+from api.httproute import rule_backends
 from api.sources import status as sources_status
 from api.sources.store import Snapshot
 from extserver.compile import CompileCache, CompileInputs, CompileOptions
@@ -69,11 +70,21 @@ class HookContext:
         snapshot = await self.source.fresh_snapshot()
         # The same object while nothing changed: the cache then reuses its plan across EG's hook calls.
         if self._last is None or self._last[0] is not snapshot:
-            inputs = CompileInputs(
-                pools=tuple(snapshot.pools.values()), models=tuple(snapshot.models.values())
-            )
-            self._last = (snapshot, inputs)
+            self._last = (snapshot, inputs_of(snapshot, getattr(self.source, "kinds_read", frozenset())))
         return self._last[1]
+
+
+def inputs_of(snapshot: Snapshot, kinds_read: frozenset[str]) -> CompileInputs:
+    """The compile inputs of one snapshot; Pods and Services only where the source reads them."""
+    pools = tuple(snapshot.pools.values())
+    endpoints = None
+    if "Pod" in kinds_read:
+        endpoints = {pool.key: snapshot.pool_endpoints(pool) for pool in pools}
+    services = snapshot.service_annotations() if "Service" in kinds_read else None
+    rules = None
+    if "HTTPRoute" in kinds_read:
+        rules = rule_backends(snapshot.others_of_kind("HTTPRoute", "gateway.networking.k8s.io/v1"))
+    return CompileInputs(pools, tuple(snapshot.models.values()), endpoints, services, rules)
 
 
 def decode_resources(resources: Sequence[ExtensionResource], hook: str) -> list[Mapping[str, Any]]:

@@ -18,7 +18,7 @@ import structlog
 
 from api.model import V1ALPHA1, InferenceModel, InferencePool
 from api.parse import KIND_MODEL, KIND_POOL
-from api.sources.status import ConditionUpdate, ConditionWriter, ParentRef
+from api.sources.status import ConditionUpdate, ConditionWriter, ParentRef, PoolRef
 from extserver.compile import Problem
 from extserver.compile.inputs import Condition
 
@@ -38,6 +38,9 @@ class StatusReport:
     models: tuple[InferenceModel, ...]
     problems: tuple[Problem, ...]
     pool_gateways: Mapping[tuple[str, str], tuple[str, ...]]
+    # The Gateways ("ns/name") this translation is for, when known: a pool none of its routes reach
+    # any more loses its status entry for them.
+    gateways: frozenset[str] = frozenset()
 
 
 def _by_object(problems: Sequence[Problem]) -> dict[tuple[str, str, str], list[Problem]]:
@@ -111,6 +114,20 @@ def condition_updates(report: StatusReport) -> list[ConditionUpdate]:
     return updates
 
 
+def parent_removals(report: StatusReport) -> list[tuple[PoolRef, ParentRef]]:
+    """(pool, Gateway) pairs of this translation's Gateways that no longer route to the pool (pure)."""
+    out: list[tuple[PoolRef, ParentRef]] = []
+    for pool in sorted(report.pools, key=lambda p: (p.meta.namespace, p.meta.name)):
+        if pool.api_version == V1ALPHA1:
+            continue
+        serving = set(report.pool_gateways.get((pool.meta.namespace, pool.meta.name), ()))
+        if pool.attach_to is not None:
+            serving.add(f"{pool.attach_to.gateway_namespace}/{pool.attach_to.gateway_name}")
+        ref = PoolRef(pool.api_version, pool.meta.namespace, pool.meta.name)
+        out.extend((ref, _parent(gateway)) for gateway in sorted(report.gateways - serving))
+    return out
+
+
 class ConditionReporter:
     """Turns each translation's StatusReport into conditions on a writer (API server or log).
 
@@ -166,6 +183,11 @@ class ConditionReporter:
             await self._write(report)
 
     async def _write(self, report: StatusReport) -> None:
+        for pool, parent in parent_removals(report):
+            try:
+                await self.writer.remove_parent(pool, parent)
+            except Exception as exc:  # as below: the other objects' status still gets written
+                log.warning("status parent not removed", pool=f"{pool.namespace}/{pool.name}", error=str(exc))
         for update in condition_updates(report):
             try:
                 await self.writer.set_condition(update)

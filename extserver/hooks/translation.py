@@ -18,15 +18,10 @@ async def post_translate_modify(
 ) -> PostTranslateModifyResponse:
     inputs = await ctx.inputs()
     policies = decode_resources(request.post_translate_context.extension_resources, "Translation")
+    gateways = revisions.gateways_of_call(policies)
     with gc_paused():
         output = compile_translation(
-            request.clusters,
-            request.listeners,
-            request.routes,
-            inputs,
-            ctx.options,
-            ctx.cache,
-            revisions.gateways_of_call(policies),
+            request.clusters, request.listeners, request.routes, inputs, ctx.options, ctx.cache, gateways
         )
     for problem in output.problems:
         log.warning(
@@ -36,7 +31,7 @@ async def post_translate_modify(
             message=problem.message,
         )
     await ctx.status.report(
-        StatusReport(inputs.pools, inputs.models, tuple(output.problems), output.pool_gateways)
+        StatusReport(inputs.pools, inputs.models, tuple(output.problems), output.pool_gateways, gateways)
     )
     log.info(
         "translation hook",

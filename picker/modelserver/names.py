@@ -2,7 +2,8 @@
 
 A field holds one or more *specs*, tried in order: `name` or `name{label="value",...}`. The first spec
 with at least one matching series wins (so vLLM's renamed KV metric can list the new and old name).
-Other servers are added by configuration: `MetricNames.from_mapping(yaml.safe_load(...))`.
+Other servers are added by configuration: `MetricNames.from_mapping(yaml.safe_load(...))`, the format
+of the built-in presets too (presets.yaml).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from importlib import resources
 from typing import Any
+
+import yaml
 
 _SPEC_RE = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
 _LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"?([^",]*)"?\s*')
@@ -51,10 +55,6 @@ class MetricSpec:
         if not self.labels:
             return self.name
         return self.name + "{" + ",".join(f'{k}="{v}"' for k, v in self.labels) + "}"
-
-
-def _specs(*texts: str) -> tuple[MetricSpec, ...]:
-    return tuple(MetricSpec.parse(text) for text in texts)
 
 
 @dataclass(frozen=True)
@@ -152,43 +152,14 @@ def _replace(base: MetricNames, values: Mapping[str, Any]) -> MetricNames:
     return MetricNames(**merged)
 
 
-VLLM = MetricNames(
-    waiting=_specs("vllm:num_requests_waiting"),
-    running=_specs("vllm:num_requests_running"),
-    # vLLM renamed the KV gauge; older servers only export the GPU name.
-    kv_usage=_specs("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
-    lora_info=_specs("vllm:lora_requests_info"),
-    cache_info=_specs("vllm:cache_config_info"),
-)
+def _load_presets() -> dict[str, MetricNames]:
+    """The built-in presets, from presets.yaml beside this module."""
+    data = yaml.safe_load(resources.files("picker.modelserver").joinpath("presets.yaml").read_text("utf-8"))
+    return {name: MetricNames.from_mapping(mapping, f"presets.yaml {name}") for name, mapping in data.items()}
 
-SGLANG = MetricNames(
-    waiting=_specs("sglang:num_queue_reqs"),
-    running=_specs("sglang:num_running_reqs"),
-    kv_usage=_specs("sglang:token_usage"),
-    cache_info=_specs("sglang:cache_config_info"),
-    cache_block_size_label="page_size",
-    cache_num_blocks_label="num_pages",
-)
 
-TRTLLM = MetricNames(
-    waiting=_specs("trtllm_num_requests_waiting"),
-    running=_specs("trtllm_num_requests_running"),
-    kv_usage=_specs("trtllm_kv_cache_utilization"),
-    cache_block_size=_specs("trtllm_kv_cache_tokens_per_block"),
-    cache_num_blocks=_specs("trtllm_kv_cache_max_blocks"),
-)
-
-TRITON_TRTLLM = MetricNames(
-    waiting=_specs('nv_trt_llm_request_metrics{request_type="waiting"}'),
-    running=_specs('nv_trt_llm_request_metrics{request_type="scheduled"}'),
-    kv_usage=_specs('nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}'),
-    cache_block_size=_specs('nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="tokens_per"}'),
-    cache_num_blocks=_specs('nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="max"}'),
-)
-
-PRESETS: dict[str, MetricNames] = {
-    "vllm": VLLM,
-    "sglang": SGLANG,
-    "trtllm": TRTLLM,
-    "triton-trtllm": TRITON_TRTLLM,
-}
+PRESETS: dict[str, MetricNames] = _load_presets()
+VLLM = PRESETS["vllm"]
+SGLANG = PRESETS["sglang"]
+TRTLLM = PRESETS["trtllm"]
+TRITON_TRTLLM = PRESETS["triton-trtllm"]

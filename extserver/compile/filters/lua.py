@@ -39,6 +39,22 @@ local function destination_from_picker(request_handle)
   end
   return true, body
 end
+
+-- GIE's protocol: the endpoint that served the request, for the picker (ext_proc response headers carry
+-- envoy.lb to it; Envoy runs this filter's response side before the picker's).
+function envoy_on_response(response_handle)
+  local info = response_handle:streamInfo()
+  local ok, address = pcall(function() return info:upstreamRemoteAddress() end)
+  if not ok or address == nil or address == "" then
+    local lb = info:dynamicMetadata():get({namespace})
+    address = lb and lb[{header}]
+    if address == nil then
+      return
+    end
+    address = string.match(address, "^[^,]+")
+  end
+  info:dynamicMetadata():set({namespace}, {served}, address)
+end
 """
 
 # Catch-all and backend-ref routes of a pool: the destination only.
@@ -49,13 +65,15 @@ function envoy_on_request(request_handle)
 end
 """
 
-# Weighted-cluster entries: the destination, or with no picker answer (FailOpen) `model` -> target.
+# Weighted-cluster entries: the destination, and `model` -> target when no picker answered (FailOpen)
+# or always (`always`: a picker other than ours chooses the endpoint but does not rewrite the model).
 _REWRITE = """\
 {destination}
 local target = {target}
+local always = {always}
 function envoy_on_request(request_handle)
   local routed, body = destination_from_picker(request_handle)
-  if routed or body == nil then
+  if body == nil or (routed and not always) then
     return
   end
   local text = body:getBytes(0, body:length())
@@ -79,6 +97,7 @@ def _destination_code() -> str:
     return _DESTINATION.format(
         namespace=_lua_string(contract.LB_METADATA_NAMESPACE),
         header=_lua_string(contract.HEADER_DESTINATION_ENDPOINT),
+        served=_lua_string(contract.HEADER_DESTINATION_SERVED),
     )
 
 
@@ -87,9 +106,14 @@ def destination_code() -> str:
     return _ROUTE.format(destination=_destination_code())
 
 
-def rewrite_code(target_model: str) -> str:
-    """Per weighted cluster: the destination header, or (no picker answer) `model` -> this target."""
-    return _REWRITE.format(destination=_destination_code(), target=_lua_string(json.dumps(target_model)))
+def rewrite_code(target_model: str, always: bool = False) -> str:
+    """Per weighted cluster: the destination header, and `model` -> this target without a picker answer
+    (or `always`)."""
+    return _REWRITE.format(
+        destination=_destination_code(),
+        target=_lua_string(json.dumps(target_model)),
+        always="true" if always else "false",
+    )
 
 
 def build_lua_filter() -> HttpFilter:
@@ -109,9 +133,9 @@ def per_route_destination() -> AnyProto:
     return packed
 
 
-def per_cluster_rewrite(target_model: str) -> AnyProto:
+def per_cluster_rewrite(target_model: str, always: bool = False) -> AnyProto:
     """LuaPerRoute for one ClusterWeight: rewrite `model` to that cluster's target."""
-    per_route = LuaPerRoute(source_code=DataSource(inline_string=rewrite_code(target_model)))
+    per_route = LuaPerRoute(source_code=DataSource(inline_string=rewrite_code(target_model, always)))
     packed = AnyProto()
     packed.Pack(per_route, deterministic=True)
     return packed

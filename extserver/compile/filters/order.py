@@ -24,7 +24,9 @@ def inference_filters(pools: Sequence[PoolPlan]) -> list[HttpFilter]:
         build_json_to_metadata_filter(),
     ]
     # 3. the pickers (one per pool, sorted): they see the chosen weighted cluster as an attribute
-    filters.extend(build_ext_proc_filter(pool) for pool in sorted(pools, key=lambda p: p.key))
+    filters.extend(
+        build_ext_proc_filter(pool) for pool in sorted(pools, key=lambda p: p.key) if pool.picker is not None
+    )
     # 4. FailOpen fallback after the pickers: rewrites `model` only when no destination was set
     filters.append(build_lua_filter())
     # 5. token usage, response only. Envoy runs response filters in reverse order, so being last here
