@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 import yaml
 
 from hack.conformance.results import SUITE_TESTS, OutputReader, output_counts, report_counts
+from hack.realparts import GIE_VERSION
 from hack.stack import loadbalancer, podlet, runners
 
 LWEPP = {
@@ -153,3 +156,15 @@ def test_the_script_says_what_it_does() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--run-test" in done.stdout and "GatewayNamespace" in done.stdout
+
+
+@pytest.mark.stack
+def test_the_pinned_test_list_is_the_suites() -> None:
+    """SUITE_TESTS (what a run is counted against) names exactly the ShortNames GIE v1.6.0 defines, read
+    from the module the suite binary is built from (needs Go; offline once the module is cached)."""
+    module = f"sigs.k8s.io/gateway-api-inference-extension/conformance@{GIE_VERSION}"
+    done = subprocess.run(["go", "mod", "download", "-json", module], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    tests = Path(json.loads(done.stdout)["Dir"]) / "tests"
+    names = [m for path in tests.glob("*.go") for m in re.findall(r'ShortName:\s*"(\w+)"', path.read_text())]
+    assert sorted(names) == sorted(SUITE_TESTS)

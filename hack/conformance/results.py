@@ -32,8 +32,10 @@ _RUN = re.compile(rf"^=== RUN\s+{TOP}/([^/\s]+)$")
 # with a timestamp first) and the HTTP helper's retries ("... not ready yet: <why>. CRes: ...").
 _TESTIFY = re.compile(r"^\s+(?:Error|Messages):\s+(.*\S)")
 _LOG = re.compile(r"^\s+[\w.]+\.go:\d+: (.*\S)")
-_TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\dT")
+_TIMESTAMP_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z?: ")
 _NOT_READY = re.compile(r"not ready yet: (.*?)(?:\. CRes:|$)")
+# A log line that says something went wrong (t.Errorf/t.Fatalf, or the HTTP helper giving up).
+_FAILURE_WORDS = re.compile(r"(?i)\b(failed|failure|errors?|timed out|timeout|unexpected)\b")
 
 
 @dataclass
@@ -109,8 +111,8 @@ def _reasons(lines: list[str], limit: int = 3) -> list[str]:
             text = match.group(1)
             if retry := _NOT_READY.search(text):
                 not_ready = retry.group(1)
-            elif not _TIMESTAMPED.match(text):
-                last_log = text
+            elif _FAILURE_WORDS.search(text):
+                last_log = _TIMESTAMP_PREFIX.sub("", text)
     reasons = errors[-limit:] or ([last_log] if last_log else [])
     if not_ready:
         reasons.append(f"last response: {not_ready}")

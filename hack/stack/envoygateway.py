@@ -90,6 +90,9 @@ class EnvoyGateway:
         self.admin_kubeconfig = admin_kubeconfig
         self.pki_dir = pki_dir
         self.process: ManagedProcess | None = None
+        # Found once: a restart runs in the node namespace, which cannot reach the Go module proxy should the
+        # cache's stamp have changed meanwhile (another checkout with other parts rewrote it).
+        self.binary = binary("envoy-gateway")
 
     def certgen(self, env: dict[str, str]) -> None:
         import subprocess
@@ -97,7 +100,7 @@ class EnvoyGateway:
         log = self.state / "logs" / "envoy-gateway-certgen.log"
         with log.open("ab") as out:
             subprocess.run(
-                [str(binary("envoy-gateway")), "certgen", "--disable-topology-injector"],
+                [str(self.binary), "certgen", "--disable-topology-injector"],
                 check=True,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -127,7 +130,7 @@ class EnvoyGateway:
             self._write_service_account(api)
         target = self.root / "envoy-gateway"
         target.unlink(missing_ok=True)
-        target.write_bytes(binary("envoy-gateway").read_bytes())
+        target.write_bytes(self.binary.read_bytes())
         target.chmod(0o755)
 
     def _write_service_account(self, api: ApiClient) -> None:
