@@ -123,6 +123,8 @@ PICKER_PROTOCOL_OURS = "inference-gateway"  # one ext_proc message (the body), p
 PICKER_PROTOCOL_GIE = "gateway-api-inference-extension"  # headers + streamed body, pool endpoints from Pods
 APP_PROTOCOL_H2C = "kubernetes.io/h2c"
 HEADER_DESTINATION_SERVED = "x-gateway-destination-endpoint-served"
+# Response header the route adds with the upstream address and the Lua filter removes again (GIE pools).
+HEADER_SERVED_UPSTREAM = "x-inference-gateway-served-upstream"
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ def test_the_gateway_goes_where_the_epp_says_and_reports_it(
         ):
             await r.read()
             served = r.headers.get("x-conformance-test-served-endpoint", "")  # lwepp echoes what it got
+            assert "x-inference-gateway-served-upstream" not in r.headers  # internal: never to the client
             return r.status, r.headers.get("x-sim-server", ""), served
 
     for _ in range(10):

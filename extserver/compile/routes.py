@@ -6,9 +6,11 @@ import functools
 import json
 from collections.abc import MutableMapping, Sequence
 
+from envoy.config.core.v3.base_pb2 import HeaderValueOption
 from envoy.config.route.v3.route_components_pb2 import Route, RouteMatch
 from envoy.type.matcher.v3.metadata_pb2 import MetadataMatcher
 from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from api import contract
 from api.contract import MetadataKey, Role
@@ -65,6 +67,14 @@ def _reports_served(pool: PoolPlan) -> bool:
     return pool.picker is not None and not pool.picker.serves_eds
 
 
+def served_upstream_header(headers: RepeatedCompositeFieldContainer[HeaderValueOption]) -> None:
+    """The upstream address as a response header, for the Lua filter to hand to a GIE picker."""
+    option = headers.add()
+    option.header.key = contract.HEADER_SERVED_UPSTREAM
+    option.header.value = "%UPSTREAM_REMOTE_ADDRESS%"
+    option.append_action = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
 def pool_entry_settings(per_filter_config: MutableMapping[str, AnyProto], pool: PoolPlan) -> None:
     """The per-filter configs that make a route (or one weighted-cluster entry) the pool's: its picker and,
     for this project's picker, the usage filter switched on, and the picker's destination into the header."""
@@ -85,6 +95,10 @@ def apply_pool_settings(
     entries do that, `per_route_picker=False`), bodies up to max_body_bytes, retries."""
     if per_route_picker:
         pool_entry_settings(route.typed_per_filter_config, pool)
+        if _reports_served(pool) and not any(
+            h.header.key == contract.HEADER_SERVED_UPSTREAM for h in route.response_headers_to_add
+        ):
+            served_upstream_header(route.response_headers_to_add)
     route.request_body_buffer_limit.value = options.max_body_bytes
     if route.HasField("route") and not route.route.HasField("retry_policy"):
         # A retry policy EG set (BackendTrafficPolicy) is the user's choice and stays.

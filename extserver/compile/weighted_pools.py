@@ -19,7 +19,7 @@ from api.parse import KIND_POOL
 from extserver.compile import metadata, naming
 from extserver.compile.inputs import CompileOptions
 from extserver.compile.plan import PoolPlan
-from extserver.compile.routes import apply_pool_settings, pool_entry_settings
+from extserver.compile.routes import apply_pool_settings, pool_entry_settings, served_upstream_header
 
 _EG_RULE_ROUTE = re.compile(r"^httproute/(?P<ns>[^/]+)/(?P<name>[^/]+)/rule/(?P<rule>\d+)(/|$)")
 
@@ -55,6 +55,8 @@ def build_weighted_pools_route(
         entry = weighted.clusters.add(name=pool.catch_all_cluster)
         entry.weight.value = weight
         pool_entry_settings(entry.typed_per_filter_config, pool)
+        if pool.picker is not None and not pool.picker.serves_eds:
+            served_upstream_header(entry.response_headers_to_add)
     metadata.set_ours(
         result.metadata,
         {

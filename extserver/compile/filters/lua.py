@@ -41,22 +41,18 @@ local function destination_from_picker(request_handle)
 end
 """
 
-# GIE's protocol only (another EPP): the served endpoint, for the picker.
+# GIE's protocol only (another EPP): the served endpoint, for the picker. Envoy 1.40's Lua cannot read
+# the upstream address; the route adds it as a response header (%UPSTREAM_REMOTE_ADDRESS%, see
+# routes.py), which this moves into envoy.lb (the ext_proc response headers message carries envoy.lb to
+# the EPP; Envoy runs this filter's response side before the picker's) and hides from the client.
 _SERVED = """\
--- GIE's protocol: the endpoint that served the request, for the picker (ext_proc response headers carry
--- envoy.lb to it; Envoy runs this filter's response side before the picker's).
 function envoy_on_response(response_handle)
-  local info = response_handle:streamInfo()
-  local ok, address = pcall(function() return info:upstreamRemoteAddress() end)
-  if not ok or address == nil or address == "" then
-    local lb = info:dynamicMetadata():get({namespace})
-    address = lb and lb[{header}]
-    if address == nil then
-      return
-    end
-    address = string.match(address, "^[^,]+")
+  local served = response_handle:headers():get({served_header})
+  if served == nil then
+    return
   end
-  info:dynamicMetadata():set({namespace}, {served}, address)
+  response_handle:headers():remove({served_header})
+  response_handle:streamInfo():dynamicMetadata():set({namespace}, {served}, served)
 end
 """
 
@@ -101,6 +97,7 @@ def _destination_code(served: bool) -> str:
         "namespace": _lua_string(contract.LB_METADATA_NAMESPACE),
         "header": _lua_string(contract.HEADER_DESTINATION_ENDPOINT),
         "served": _lua_string(contract.HEADER_DESTINATION_SERVED),
+        "served_header": _lua_string(contract.HEADER_SERVED_UPSTREAM),
     }
     # Ours never sees responses (a Lua response step on every request would cost for nothing).
     return _DESTINATION.format(**names) + (_SERVED.format(**names) if served else "")
