@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from kubernetes.client import ApiClient
 
+from api import contract
 from api.sources.kubeapi import KubeApiError, request_json, resource_path
 from api.sources.store import ObjectStore, Snapshot
 from extserver.hooks.status import ConditionReporter, StatusReport
@@ -59,11 +60,13 @@ def gateway_digests(
         if pool.attach_to is not None:
             gateways.add((pool.attach_to.gateway_namespace, pool.attach_to.gateway_name))
         items = {f"pool {pool.api_version} {pool.key} {pool.meta.generation}"}
-        # Compiled into the pool's clusters and filters too: the endpoints and the picker Service.
+        # Compiled into the pool's clusters and filters too: the endpoints, and whether the picker Service
+        # exists and which protocol it names (its other annotations change nothing compiled).
         items.add(f"endpoints {pool.key} {','.join(snapshot.pool_endpoints(pool))}")
         if pool.picker is not None:
             service = services.get(f"{pool.meta.namespace}/{pool.picker.name}")
-            items.add(f"picker {pool.key} {sorted(service.items()) if service is not None else 'missing'}")
+            protocol = "missing" if service is None else service.get(contract.ANNOTATION_PICKER_PROTOCOL, "")
+            items.add(f"picker {pool.key} {protocol}")
         items |= {
             f"model {m.api_version} {m.key} {m.meta.generation}" for m in snapshot.models_for_pool(pool.key)
         }

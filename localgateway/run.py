@@ -141,6 +141,10 @@ class LocalGateway:
     def manifest_paths(self) -> list[Path]:
         return [*self.options.manifests, self.pods_file]
 
+    def _manifest_args(self) -> list[str]:
+        """`--manifests PATH` for each manifest path, as the extension server and the picker take them."""
+        return [arg for path in self.manifest_paths for arg in ("--manifests", str(path))]
+
     def _make_pods(self, objects: Sequence[dict[str, object]]) -> None:
         self.pods = pods_from_deployments(objects, AddressAllocator(self.options.ip_prefix))
         self.pods_file.write_text(yaml.safe_dump_all([pod.manifest() for pod in self.pods]))
@@ -171,7 +175,7 @@ class LocalGateway:
         return ManagedProcess(name, [sys.executable, "-m", *args], self.log_dir / f"{name}.log")
 
     def _start_extserver(self) -> None:
-        manifests = [arg for path in self.manifest_paths for arg in ("--manifests", str(path))]
+        manifests = self._manifest_args()
         self.extserver = self._python(
             "extserver",
             "extserver",
@@ -188,7 +192,7 @@ class LocalGateway:
 
     def start_picker(self) -> None:
         """Start (or restart) the picker; FailOpen/FailClose tests stop it with stop_picker()."""
-        manifests = [arg for path in self.manifest_paths for arg in ("--manifests", str(path))]
+        manifests = self._manifest_args()
         self.picker = self._python(
             "picker",
             "picker",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -115,8 +116,17 @@ class Snapshot:
         return tuple(sorted(found, key=lambda p: p.meta.name))
 
     def pool_endpoints(self, pool: InferencePool) -> tuple[str, ...]:
-        """The pool's endpoints "ip:port": each ready pod's IP with each target port (GIE's rule)."""
-        return tuple(f"{pod.ip}:{port}" for pod in self.pods_for_pool(pool) for port in pool.target_ports)
+        """The pool's endpoints "ip:port": each ready pod's IP with each target port (GIE's rule).
+
+        Computed once per snapshot: the hooks' inputs and the revision digests both ask for every pool."""
+        found = self._endpoints.get(pool.key)
+        if found is None or self.pools.get(pool.key) is not pool:
+            return _endpoints_of(pool, self.pods_for_pool(pool))
+        return found
+
+    @functools.cached_property
+    def _endpoints(self) -> dict[str, tuple[str, ...]]:
+        return {key: _endpoints_of(pool, self.pods_for_pool(pool)) for key, pool in self.pools.items()}
 
     def service_annotations(self) -> dict[str, Mapping[str, str]]:
         """Every stored Service "ns/name" -> its annotations."""
@@ -133,6 +143,10 @@ class Snapshot:
             for o in self.others
             if o.get("kind") == kind and (api_version is None or o.get("apiVersion") == api_version)
         )
+
+
+def _endpoints_of(pool: InferencePool, pods: Iterable[Pod]) -> tuple[str, ...]:
+    return tuple(f"{pod.ip}:{port}" for pod in pods for port in pool.target_ports)
 
 
 Subscriber = Callable[[Snapshot], None]

@@ -10,6 +10,7 @@ from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.route.v3.route_components_pb2 import Route
 
 from api.contract import MetadataKey, Role
+from api.httproute import RuleBackends
 from api.model import POOL_API_VERSIONS
 from api.parse import KIND_POOL
 from extserver.compile import metadata, naming
@@ -117,10 +118,15 @@ def patch_route(
     return None if result == route else result
 
 
-def _mixed(eg_name: str, inputs: CompileInputs) -> bool:
-    """Whether the HTTPRoute rule EG named this route or cluster after also sends to other backends."""
+def _rule_backends(eg_name: str, inputs: CompileInputs) -> RuleBackends | None:
+    """The HTTPRoute rule EG named this route or cluster after, if the source reads HTTPRoutes."""
     rule = rule_of(eg_name)
-    backends = None if rule is None or inputs.rules is None else inputs.rules.get(rule)
+    return None if rule is None or inputs.rules is None else inputs.rules.get(rule)
+
+
+def _mixed(eg_name: str, inputs: CompileInputs) -> bool:
+    """Whether that rule also sends to other backends (Services)."""
+    backends = _rule_backends(eg_name, inputs)
     return backends is not None and backends.others > 0
 
 
@@ -145,8 +151,7 @@ def _weighted_split(
 ) -> list[tuple[PoolPlan, int]] | None:
     """Each pool of the route's rule with its HTTPRoute weight (1 each when the rule is not known)."""
     plan = plan_of(inputs, cache)
-    rule = rule_of(route.name)
-    backends = None if rule is None or inputs.rules is None else inputs.rules.get(rule)
+    backends = _rule_backends(route.name, inputs)
     weights = {(ns, name): weight for ns, name, weight in backends.pools} if backends else {}
     split = []
     for ref in refs:

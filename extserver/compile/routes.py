@@ -67,8 +67,13 @@ def _reports_served(pool: PoolPlan) -> bool:
     return pool.picker is not None and not pool.picker.serves_eds
 
 
-def served_upstream_header(headers: RepeatedCompositeFieldContainer[HeaderValueOption]) -> None:
-    """The upstream address as a response header, for the Lua filter to hand to a GIE picker."""
+def served_upstream_header(
+    headers: RepeatedCompositeFieldContainer[HeaderValueOption], pool: PoolPlan
+) -> None:
+    """For a GIE picker's pool: the upstream address as a response header, for the Lua filter to hand to
+    the picker (once, however often the route is patched)."""
+    if not _reports_served(pool) or any(h.header.key == contract.HEADER_SERVED_UPSTREAM for h in headers):
+        return
     option = headers.add()
     option.header.key = contract.HEADER_SERVED_UPSTREAM
     option.header.value = "%UPSTREAM_REMOTE_ADDRESS%"
@@ -95,10 +100,7 @@ def apply_pool_settings(
     entries do that, `per_route_picker=False`), bodies up to max_body_bytes, retries."""
     if per_route_picker:
         pool_entry_settings(route.typed_per_filter_config, pool)
-        if _reports_served(pool) and not any(
-            h.header.key == contract.HEADER_SERVED_UPSTREAM for h in route.response_headers_to_add
-        ):
-            served_upstream_header(route.response_headers_to_add)
+        served_upstream_header(route.response_headers_to_add, pool)
     route.request_body_buffer_limit.value = options.max_body_bytes
     if route.HasField("route") and not route.route.HasField("retry_policy"):
         # A retry policy EG set (BackendTrafficPolicy) is the user's choice and stays.

@@ -142,16 +142,17 @@ def _expand_backend_routes(
         expanded: list[Route] = []
         changed = False
         for route in _copy_all(list(vhost.routes)):
-            if metadata.role(route.metadata) == Role.WEIGHTED_POOLS:
+            role = metadata.role(route.metadata)
+            if role == Role.WEIGHTED_POOLS:
                 _use_weighted_pools(route, route_config.name, vhost, listeners_of_rc, plan, use)
-            if metadata.role(route.metadata) == Role.MIXED_BACKENDS:  # only its status parents
+            if role == Role.MIXED_BACKENDS:  # only its status parents
                 rejected = (
                     str(metadata.string_field(route.metadata, MetadataKey.POOL_NAMESPACE)),
                     str(metadata.string_field(route.metadata, MetadataKey.POOL_NAME)),
                 )
                 for gateway in virtual_host_gateways(vhost, listeners_of_rc):
                     use.gateways.setdefault(rejected, set()).add(gateway)
-            if metadata.role(route.metadata) != Role.BACKEND_REF:
+            if role != Role.BACKEND_REF:
                 expanded.append(route)
                 continue
             ns = str(metadata.string_field(route.metadata, MetadataKey.POOL_NAMESPACE))

@@ -55,8 +55,7 @@ def build_weighted_pools_route(
         entry = weighted.clusters.add(name=pool.catch_all_cluster)
         entry.weight.value = weight
         pool_entry_settings(entry.typed_per_filter_config, pool)
-        if pool.picker is not None and not pool.picker.serves_eds:
-            served_upstream_header(entry.response_headers_to_add)
+        served_upstream_header(entry.response_headers_to_add, pool)
     metadata.set_ours(
         result.metadata,
         {
