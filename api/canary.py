@@ -103,8 +103,7 @@ def check_pin_targets(pins: Sequence[Pin], targets: Iterable[str]) -> list[str]:
     """Errors for pins naming a target that is not one of `targets` (the object's target models)."""
     known = list(dict.fromkeys(targets))
     return [
-        f"{CANARY_PINS_PATH}[{i}].target: {pin.target!r} is not one of the target models "
-        f"({', '.join(known)})"
+        f"{CANARY_PINS_PATH}[{i}].target: {pin.target!r} is not one of the target models ({', '.join(known)})"
         for i, pin in enumerate(pins)
         if pin.target not in known
     ]

@@ -21,6 +21,8 @@ import structlog
 from kubernetes.client import ApiClient
 
 from api import contract
+from api.canary import canary_annotations
+from api.model import ObjectMeta
 from api.sources.kubeapi import KubeApiError, request_json, resource_path
 from api.sources.store import ObjectStore, Snapshot
 from extserver.hooks.status import ConditionReporter, StatusReport
@@ -41,6 +43,11 @@ GatewayKey = tuple[str, str]
 def _gateway(text: str, default_namespace: str) -> GatewayKey:
     namespace, _, name = text.rpartition("/")
     return (namespace or default_namespace, name)
+
+
+def _canary_text(meta: ObjectMeta) -> str:
+    annotations = canary_annotations(meta)
+    return f" {annotations!r}" if annotations else ""
 
 
 def gateway_digests(
@@ -67,8 +74,10 @@ def gateway_digests(
             service = services.get(f"{pool.meta.namespace}/{pool.picker.name}")
             protocol = "missing" if service is None else service.get(contract.ANNOTATION_PICKER_PROTOCOL, "")
             items.add(f"picker {pool.key} {protocol}")
+        # Canary annotations are compiled too, and changing them bumps no generation.
         items |= {
-            f"model {m.api_version} {m.key} {m.meta.generation}" for m in snapshot.models_for_pool(pool.key)
+            f"model {m.api_version} {m.key} {m.meta.generation}{_canary_text(m.meta)}"
+            for m in snapshot.models_for_pool(pool.key)
         }
         for gateway in gateways:
             served.setdefault(gateway, set()).update(items)

@@ -59,6 +59,8 @@ ROUTE: dict[str, Any] = {
         ],
     },
 }
+# Every model's canary annotations condition (the cases here carry none, so it is True).
+VALID = {"AnnotationsValid": ("True", "AnnotationsValid")}
 GW_PARENT = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw", "namespace": "default"}
 
 
@@ -77,7 +79,9 @@ def test_conflicts_map_to_conditions() -> None:
     plan = build_plan(inputs)
     report = StatusReport(inputs.pools, inputs.models, plan.problems, {})
     updates = condition_updates(report)
-    by_model = {(u.namespace, u.name): u for u in updates if u.kind == "InferenceModel"}
+    by_model = {
+        (u.namespace, u.name): u for u in updates if u.kind == "InferenceModel" and u.type == "Accepted"
+    }
     # Every model gets Accepted, False exactly for those with a problem, with its reason.
     assert set(by_model) == {(m.meta.namespace, m.meta.name) for m in inputs.models}
     failed = {(p.namespace, p.name): p.reason for p in plan.problems if p.kind == "InferenceModel"}
@@ -119,8 +123,9 @@ async def test_log_writer_logs_conditions_once_per_change() -> None:
         await writer.report(report)
         await writer.report(report)
     conditions = [entry for entry in logs if entry["event"] == "condition"]
-    assert [(c["object"], c["status"], c["reason"]) for c in conditions] == [
-        ("InferenceModel default/m", "False", "PoolNotFound")
+    assert [(c["object"], c["type"], c["status"], c["reason"]) for c in conditions] == [
+        ("InferenceModel default/m", "Accepted", "False", "PoolNotFound"),
+        ("InferenceModel default/m", "AnnotationsValid", "True", "AnnotationsValid"),
     ]
 
 
@@ -175,9 +180,9 @@ async def test_serve_path_writes_problems_as_status_conditions(
         def model(name: str) -> dict[str, Any]:
             return fake.get(V1ALPHA2, "inferencemodels", "default", name)
 
-        assert _conditions(model("m-old")) == {"Accepted": ("True", "Accepted")}
-        assert _conditions(model("m-new")) == {"Accepted": ("False", "ModelNameInUse")}
-        assert _conditions(model("m-lost")) == {"Accepted": ("False", "PoolNotFound")}
+        assert _conditions(model("m-old")) == {"Accepted": ("True", "Accepted"), **VALID}
+        assert _conditions(model("m-new")) == {"Accepted": ("False", "ModelNameInUse"), **VALID}
+        assert _conditions(model("m-lost")) == {"Accepted": ("False", "PoolNotFound"), **VALID}
         assert "m-old" in model("m-new")["status"]["conditions"][0]["message"]
         pool = fake.get(V1ALPHA2, "inferencepools", "default", "pool")
         assert _parent_conditions(pool) == {
@@ -201,7 +206,7 @@ async def test_serve_path_writes_problems_as_status_conditions(
         fake.remove(V1ALPHA2, "inferencemodels", "default", "m-old")
         await _translate(ctx, fake)
         await reporter.flush()
-        assert _conditions(model("m-new")) == {"Accepted": ("True", "Accepted")}
+        assert _conditions(model("m-new")) == {"Accepted": ("True", "Accepted"), **VALID}
     finally:
         await reporter.close()
         api.close()
@@ -309,9 +314,9 @@ async def test_python_m_extserver_serve_writes_conditions_to_the_api_server(
                 for name in ("m-old", "m-new", "m-lost")
             }
             assert models == {
-                "m-old": {"Accepted": ("True", "Accepted")},
-                "m-new": {"Accepted": ("False", "ModelNameInUse")},
-                "m-lost": {"Accepted": ("False", "PoolNotFound")},
+                "m-old": {"Accepted": ("True", "Accepted"), **VALID},
+                "m-new": {"Accepted": ("False", "ModelNameInUse"), **VALID},
+                "m-lost": {"Accepted": ("False", "PoolNotFound"), **VALID},
             }
             pool = fake.get(V1ALPHA2, "inferencepools", "default", "pool")
             assert _parent_conditions(pool)["Accepted"] == ("True", "Accepted")

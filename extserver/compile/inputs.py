@@ -59,6 +59,8 @@ class TranslationOutput:
 class Condition:
     ACCEPTED = "Accepted"
     RESOLVED_REFS = "ResolvedRefs"
+    # Models: our annotations (api/canary.py) are valid; False leaves the invalid ones out, still Accepted.
+    ANNOTATIONS_VALID = "AnnotationsValid"
 
 
 class Reason:
@@ -74,3 +76,4 @@ class Reason:
     LISTENER_IN_USE = "ListenerInUse"
     NO_MATCHING_LISTENER = "NoMatchingListener"
     MERGED_GATEWAY = "MergedGatewayUnsupported"
+    INVALID_ANNOTATION = "InvalidAnnotation"

@@ -52,6 +52,11 @@ def model_route(namespace: str, inference_model: str, parent_route: str | None =
     return base if parent_route is None else f"{parent_route}/{base}"
 
 
+def pin_route(namespace: str, inference_model: str, index: int, parent_route: str | None = None) -> str:
+    """A header-pinned route of one InferenceModel (its `index`-th pin), before its weighted route."""
+    return f"{model_route(namespace, inference_model, parent_route)}/pin/{index}"
+
+
 def pool_default_route(namespace: str, pool: str) -> str:
     return f"{_PREFIX}/{namespace}/{pool}/default"
 

@@ -8,11 +8,13 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from api import contract
+from api.canary import Pin, StickyKey
 from api.contract import picker_service_host
 from api.model import GROUP_X, AttachTo, FailureMode, InferenceModel, InferencePool
 from api.parse import KIND_MODEL, KIND_POOL
 from extserver.compile import naming
 from extserver.compile.inputs import CompileInputs, Condition, Problem, Reason
+from extserver.compile.sticky import with_canary
 
 _POOL_REF_GROUPS = (GROUP_X, "inference.networking.k8s.io")
 _RESERVED_TARGETS = ("picker",)  # would collide with the picker cluster's name
@@ -34,6 +36,12 @@ class ModelPlan:
     criticality: str
     targets: tuple[TargetPlan, ...]
     source: str
+    # Canary annotations (extserver/compile/sticky.py): hash the split on this key; pinned requests.
+    sticky: StickyKey | None = None
+    pins: tuple[Pin, ...] = ()
+
+    def target(self, model: str) -> TargetPlan | None:
+        return next((t for t in self.targets if t.model == model), None)
 
 
 @dataclass(frozen=True)
@@ -270,7 +278,11 @@ def build_plan(inputs: CompileInputs) -> Plan:
             continue
         pool_key = (model.meta.namespace, model.pool_ref.name)
         owners[(*pool_key, model.model_name)] = model
-        accepted[pool_key].append(_plan_model(model, pools[pool_key]))
+        planned_model, canary_problems = with_canary(
+            _plan_model(model, pools[pool_key]), model.meta, KIND_MODEL
+        )
+        problems.extend(canary_problems)
+        accepted[pool_key].append(planned_model)
 
     problems.extend(_mixed_rule_problems(inputs, pools))
     planned = tuple(
@@ -383,6 +395,16 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                     "targets": [
                         {"model": t.model, "weight": t.weight, "cluster": t.cluster} for t in m.targets
                     ],
+                    **({} if m.sticky is None else {"stickyKey": str(m.sticky)}),
+                    **(
+                        {}
+                        if not m.pins
+                        else {
+                            "pins": [
+                                {"header": p.header, "value": p.value, "target": p.target} for p in m.pins
+                            ]
+                        }
+                    ),
                 }
                 for m in pool.models
             ],

@@ -12,13 +12,14 @@ from envoy.type.matcher.v3.metadata_pb2 import MetadataMatcher
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
-from api import contract
+from api import canary, contract
 from api.contract import MetadataKey, Role
-from extserver.compile import metadata, naming
+from extserver.compile import metadata, naming, sticky
 from extserver.compile.filters import ext_proc, lua, usage
 from extserver.compile.inputs import CompileOptions
-from extserver.compile.plan import ModelPlan, PoolPlan
+from extserver.compile.plan import ModelPlan, PoolPlan, TargetPlan
 from extserver.compile.resilience import retry_policy
+from extserver.compile.sticky import sticky_entries
 
 # LLM answers take long; Envoy's default route timeout (15 s) would cut them off.
 ROUTE_TIMEOUT_SECONDS = 300
@@ -149,16 +150,37 @@ def build_model_route(
     weighted = route.route.weighted_clusters
     weighted.Clear()
     weighted.SetInParent()  # replaces the parent's single cluster (same oneof)
-    for target in model.targets:
-        if target.weight <= 0:
-            continue  # listed in metadata, never chosen
+    if model.sticky is None:
+        # Weight 0: listed in metadata, never chosen.
+        entries = [(t, t.weight) for t in model.targets if t.weight > 0]
+    else:
+        entries = sticky_entries(model.targets)
+        weighted.use_hash_policy.value = True
+        sticky.fill_hash_policy(route.route, model.sticky)
+    for target, weight in entries:
         entry = weighted.clusters.add(name=target.cluster)
-        entry.weight.value = target.weight
-        # Our picker rewrites `model` itself; without it (FailOpen), or with another picker, Lua does.
-        always = not pool.eds_targets
-        if pool.fail_open or always:
-            rewrite = _lua_rewrite(target.model, always, _reports_served(pool))
+        entry.weight.value = weight
+        rewrite = _target_rewrite(pool, target)
+        if rewrite is not None:
             entry.typed_per_filter_config[naming.LUA_FILTER].ParseFromString(rewrite)
+    _model_metadata(route, model, model.targets)
+    if model.sticky is not None:
+        metadata.ours_struct(route.metadata).fields[canary.METADATA_STICKY_KEY].string_value = str(
+            model.sticky
+        )
+    return route
+
+
+def _target_rewrite(pool: PoolPlan, target: TargetPlan) -> bytes | None:
+    """The Lua config of a route (entry) sending to one target: our picker rewrites `model` itself;
+    without it (FailOpen), or with another picker, Lua does."""
+    always = not pool.eds_targets
+    if pool.fail_open or always:
+        return _lua_rewrite(target.model, always, _reports_served(pool))
+    return None
+
+
+def _model_metadata(route: Route, model: ModelPlan, targets: Sequence[TargetPlan]) -> None:
     # Written field by field (not through a dict): this runs for every model.
     fields = metadata.ours_struct(route.metadata).fields
     fields[MetadataKey.MODEL_NAME].string_value = model.model_name
@@ -167,12 +189,64 @@ def build_model_route(
     entries = fields[MetadataKey.TARGETS].list_value
     entries.Clear()
     entries.SetInParent()
-    for t in model.targets:
+    for t in targets:
         target_fields = entries.values.add().struct_value.fields
         target_fields[MetadataKey.TARGET_MODEL].string_value = t.model
         target_fields[MetadataKey.WEIGHT].number_value = t.weight
         target_fields[MetadataKey.CLUSTER].string_value = t.cluster
-    return route
+
+
+def build_pin_routes(
+    pool: PoolPlan,
+    model: ModelPlan,
+    match: RouteMatch,
+    options: CompileOptions,
+    parent_route: Route | None = None,
+    template: Route | None = None,
+) -> list[Route]:
+    """One route per pin of `model`, to go before its weighted route: the same match and settings plus
+    the pin's header, to the pinned target's cluster alone."""
+    base = template if template is not None else model_route_template(pool, match, options, parent_route)
+    routes = []
+    for index, pin in enumerate(model.pins):
+        target = model.target(pin.target)
+        if target is None:
+            continue  # the plan checked pins against the targets; never reached
+        route = Route()
+        route.CopyFrom(base)
+        parent = parent_route.name if parent_route else None
+        route.name = naming.pin_route(model.namespace, model.name, index, parent)
+        _fill_model_matcher(route.match.dynamic_metadata.add(), model.model_name)
+        header = route.match.headers.add(name=pin.header)
+        header.string_match.exact = pin.value
+        route.route.cluster = target.cluster  # replaces EG's cluster or weighted clusters (same oneof)
+        rewrite = _target_rewrite(pool, target)
+        if rewrite is not None:
+            route.typed_per_filter_config[naming.LUA_FILTER].ParseFromString(rewrite)
+        _model_metadata(route, model, [target])
+        metadata.update_struct(
+            metadata.ours_struct(route.metadata),
+            {canary.METADATA_PIN: {"header": pin.header, "value": pin.value, "target": pin.target}},
+        )
+        routes.append(route)
+    return routes
+
+
+def build_model_routes(
+    pool: PoolPlan,
+    model: ModelPlan,
+    match: RouteMatch,
+    options: CompileOptions,
+    parent_route: Route | None = None,
+    template: Route | None = None,
+) -> list[Route]:
+    """Every route of one InferenceModel, in match order: its pins, then its weighted route."""
+    if template is None:
+        template = model_route_template(pool, match, options, parent_route)
+    return [
+        *build_pin_routes(pool, model, match, options, parent_route, template),
+        build_model_route(pool, model, match, options, parent_route, template),
+    ]
 
 
 def catch_all_metadata(pool: PoolPlan, role: str, eg_route: str | None = None) -> dict[str, object]:

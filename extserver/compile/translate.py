@@ -31,7 +31,7 @@ from extserver.compile.plan import Plan, PoolPlan
 from extserver.compile.routes import (
     apply_pool_settings,
     build_catch_all_route,
-    build_model_route,
+    build_model_routes,
     build_models_list_route,
     catch_all_metadata,
     model_route_template,
@@ -105,9 +105,8 @@ def _attach_routes(
     def build() -> list[Route]:
         template = model_route_template(pool, _prefix_all(), options)
         built = [build_models_list_route([pool], naming.models_list_route(pool.namespace, pool.name))]
-        built.extend(
-            build_model_route(pool, m, _prefix_all(), options, template=template) for m in pool.models
-        )
+        for m in pool.models:
+            built.extend(build_model_routes(pool, m, _prefix_all(), options, template=template))
         built.append(build_catch_all_route(pool, options))
         return built
 
@@ -219,10 +218,10 @@ def _backend_pool_routes(route: Route, pool: PoolPlan, options: CompileOptions) 
             build_models_list_route([pool], naming.models_list_route(pool.namespace, pool.name, eg_route))
         )
     template = model_route_template(pool, route.match, options, parent_route=catch_all)
-    routes.extend(
-        build_model_route(pool, m, route.match, options, parent_route=catch_all, template=template)
-        for m in pool.models
-    )
+    for m in pool.models:
+        routes.extend(
+            build_model_routes(pool, m, route.match, options, parent_route=catch_all, template=template)
+        )
     routes.append(catch_all)
     return routes
 

@@ -1,6 +1,7 @@
 """Compile problems -> status conditions on InferencePools and InferenceModels.
 
-Every translation reports: each model gets Accepted (False with the reason of its problem, else True);
+Every translation reports: each model gets Accepted (False with the reason of its problem, else True)
+and AnnotationsValid (False when a canary annotation is invalid and left out);
 each pool this translation serves gets Accepted and ResolvedRefs for each Gateway it serves, as its
 parent (v1alpha2/v1 pools keep conditions per parent Gateway; v1alpha1 pools and models keep one list).
 The writer decides where conditions go (API server or log) and writes only what changed.
@@ -89,6 +90,8 @@ def condition_updates(report: StatusReport) -> list[ConditionUpdate]:
     for model in sorted(report.models, key=lambda m: (m.meta.namespace, m.meta.name)):
         found = problems.get((KIND_MODEL, model.meta.namespace, model.meta.name), [])
         updates.append(_condition(model, KIND_MODEL, Condition.ACCEPTED, found, None))
+        # Always written: a fixed annotation must turn a False into True (annotations bump no generation).
+        updates.append(_condition(model, KIND_MODEL, Condition.ANNOTATIONS_VALID, found, None))
     for pool in sorted(report.pools, key=lambda p: (p.meta.namespace, p.meta.name)):
         key = (pool.meta.namespace, pool.meta.name)
         found = problems.get((KIND_POOL, *key), [])
