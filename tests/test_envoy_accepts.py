@@ -42,6 +42,8 @@ CASES = [
     "backendref-root-prefix",
     "privileged-port",
     "conflicts",
+    "sticky-canary",
+    "backendref-sticky-canary",
 ]
 STARTUP_SECONDS = 60.0
 
@@ -192,6 +194,10 @@ def test_envoy_loads_compiled_xds(case: str, tmp_path: Path, envoy_runner: list[
     # The usage filter and the access log back to the picker are loaded, not dropped.
     assert naming.USAGE_FILTER in text
     assert naming.ACCESS_LOG_PREFIX in text
+    if "sticky" in case:  # the hashed split and the pins are Envoy's own, visible in config_dump
+        assert '"use_hash_policy": true' in text
+        assert '"header_name": "x-' in text
+        assert "/pin/0" in text
 
 
 async def _echo(request: web.Request) -> web.Response:
