@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from envoy.config.route.v3.route_components_pb2 import Route
 from envoy.extensions.filters.http.lua.v3.lua_pb2 import LuaPerRoute
@@ -11,10 +12,13 @@ from hypothesis import strategies as st
 
 from api.canary import ANNOTATION_CANARY_PINS, ANNOTATION_STICKY_KEY, METADATA_PIN, METADATA_STICKY_KEY
 from api.contract import MetadataKey, Role
+from api.model import InferenceModel
+from api.sources.store import Snapshot
 from extserver.compile import build_plan, metadata, naming
 from extserver.compile.inputs import Condition, Reason
 from extserver.compile.plan import TargetPlan
 from extserver.compile.sticky import STICKY_TOTAL_WEIGHT, normalised_weights, sticky_entries
+from extserver.revisions import gateway_digests
 from tests.compile_cases import compile_inputs, load_objects, run_case
 
 POOL = "inference/default/pool"
@@ -172,3 +176,27 @@ def test_invalid_annotations_leave_the_plain_split_and_a_condition() -> None:
     assert not route.route.weighted_clusters.HasField("use_hash_policy")
     assert [c.weight.value for c in route.route.weighted_clusters.clusters] == [50, 50]
     assert not any(name.startswith("inference/default/broken/pin/") for name in routes)
+
+
+def test_a_canary_annotation_edit_changes_the_revision_digest() -> None:
+    """Annotations bump no generation, yet they are compiled: EG must re-translate when they change."""
+    inputs, _ = compile_inputs(load_objects("sticky-canary"))
+    (pool,) = inputs.pools
+
+    def digest(models: Sequence[InferenceModel]) -> str:
+        snapshot = Snapshot(pools={pool.key: pool}, models={m.key: m for m in models})
+        return gateway_digests(snapshot, {})[("default", "inference-gateway")]
+
+    def annotated(model: InferenceModel, extra: tuple[tuple[str, str], ...]) -> InferenceModel:
+        return replace(model, meta=replace(model.meta, annotations=model.meta.annotations + extra))
+
+    original = digest(inputs.models)
+    unrelated = [annotated(m, (("example.com/note", "x"),)) for m in inputs.models]
+    assert digest(unrelated) == original
+    edited = [
+        replace(m, meta=replace(m.meta, annotations=((ANNOTATION_STICKY_KEY, "cookie:other"),)))
+        if m.meta.name == "chat"
+        else m
+        for m in inputs.models
+    ]
+    assert digest(edited) != original
