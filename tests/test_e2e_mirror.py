@@ -88,14 +88,20 @@ async def test_half_of_the_traffic_is_mirrored_into_the_shadow_pool(tmp_path: Pa
         # The shadow pool's picker counted the copies per target, apart from production.
         async with aiohttp.ClientSession() as session, session.get(gw.picker_metrics_url) as response:
             text = await response.text()
-        shadow_total = _metric(text, "inference_model_request_total", "llama-3-8b-candidate")
-        prod_total = _metric(text, "inference_model_request_total", "llama-3-8b")
+        shadow_total = _metric(text, "inference_model_request_total", "default/shadow-pool")
+        prod_total = _metric(text, "inference_model_request_total", "default/prod-pool")
         assert (shadow_total, prod_total) == (copies, count)
+        assert _metric(text, "inference_model_request_duration_seconds_count", "default/shadow-pool") > 0
 
 
-def _metric(text: str, name: str, target: str) -> int:
-    pattern = rf'^{name}{{[^}}]*target_model_name="{re.escape(target)}"[^}}]*}} (\S+)$'
-    return sum(int(float(m.group(1))) for m in re.finditer(pattern, text, re.MULTILINE))
+def _metric(text: str, name: str, pool: str) -> int:
+    """A metric's value summed over its series of model "chat" in `pool`."""
+    total = 0
+    for line in text.splitlines():
+        found = re.match(rf"^{name}{{([^}}]*)}} (\S+)$", line)
+        if found and f'pool="{pool}"' in found[1] and 'model_name="chat"' in found[1]:
+            total += int(float(found[2]))
+    return total
 
 
 async def test_a_failing_slow_or_absent_shadow_never_changes_an_answer(tmp_path: Path) -> None:
