@@ -26,6 +26,8 @@ class MetadataKey:
     EG_ROUTE = "eg_route"  # on backend-ref routes: the name EG gave the route we expanded
     POOL_API_VERSION = "pool_api_version"
     POOLS = "pools"  # on weighted-pools routes: list of {pool_namespace, pool_name, weight, cluster}
+    MIRRORS = "mirrors"  # on mirrored routes: list of {target, percent, declared_by}
+    MIRROR_OF = "mirror_of"  # on mirror-listener routes: the mirror target they serve
 
 
 class Role:
@@ -38,6 +40,7 @@ class Role:
     WEIGHTED_POOLS = "weighted-pools"  # EG's route for one HTTPRoute rule with several pools
     MIXED_BACKENDS = "mixed-backends"  # a rule with pools and other backends: answered 500 (not supported)
     VIRTUAL_HOST = "virtual-host"  # our catch-all virtual host on an attach-to listener
+    MIRROR = "mirror"  # the mirror listener, its route configuration, virtual host, routes and cluster
 
 
 # Dynamic metadata written by the json_to_metadata filter from the request body.
@@ -115,10 +118,19 @@ EXTSERVER_PORT = 5005
 PICKER_GRPC_PORT = 9002
 PICKER_HEALTH_PORT = 9003
 PICKER_METRICS_PORT = 9090
+# The loopback listener in every Envoy that routes mirrored copies through their own pool's picker.
+MIRROR_LISTENER_PORT = 19180
+MIRROR_LISTENER_ADDRESS = "127.0.0.1"
+# On a mirrored copy only (set by the mirror policy, read and removed on the mirror listener): which
+# mirror it is, and the `model` the client sent (the picker rewrote the body the router forwards).
+HEADER_MIRROR_TARGET = "x-inference-gateway-mirror"
+HEADER_CLIENT_MODEL = "x-inference-gateway-client-model"
 
 ANNOTATION_ATTACH_TO = "inference.networking.x-k8s.io/attach-to"
 # On a picker Service: which protocol its endpoint picker speaks (docs/xds.md, "Endpoint pickers").
 ANNOTATION_PICKER_PROTOCOL = "extension.inference-gateway.io/picker-protocol"
+# A RequestMirror (backendRef, percent or fraction) as YAML, on an InferencePool or InferenceModel.
+ANNOTATION_MIRROR = "extension.inference-gateway.io/mirror"
 PICKER_PROTOCOL_OURS = "inference-gateway"  # one ext_proc message (the body), per-target EDS
 PICKER_PROTOCOL_GIE = "gateway-api-inference-extension"  # headers + streamed body, pool endpoints from Pods
 APP_PROTOCOL_H2C = "kubernetes.io/h2c"

@@ -1,4 +1,5 @@
-"""HTTPRoute rules that name InferencePools: which pools, with which weights (the hooks get no weights)."""
+"""HTTPRoute rules that name InferencePools: which pools, with which weights (the hooks get no weights),
+and which mirrors."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from api.mirror import MirrorSpec, rule_mirrors
 from api.model import GROUP_GA, GROUP_X
 from api.parse import KIND_POOL
+
+# Filters EG applies without failing the rule (its 500 then comes from a pool mirror alone).
+_HARMLESS_FILTERS = frozenset({"RequestMirror", "RequestHeaderModifier", "ResponseHeaderModifier"})
 
 
 @dataclass(frozen=True)
@@ -16,6 +21,14 @@ class RuleBackends:
 
     pools: tuple[tuple[str, str, int], ...]  # (namespace, name, weight) of each InferencePool ref
     others: int  # backendRefs of any other kind (Services...)
+    mirrors: tuple[MirrorSpec, ...] = ()  # the rule's RequestMirror filters, in filter order
+    # Only mirrors and header modifiers among the filters: EG's 500 for the rule is its refusal of
+    # InferencePool mirrors (EG v1.9 accepts only Services there), which the Route hook undoes.
+    only_harmless_filters: bool = True
+
+    @property
+    def pool_mirrors(self) -> tuple[MirrorSpec, ...]:
+        return tuple(m for m in self.mirrors if m.is_pool)
 
 
 RuleKey = tuple[str, str, int]  # HTTPRoute namespace, name, rule index
@@ -27,6 +40,7 @@ def rule_backends(httproutes: Iterable[Mapping[str, Any]]) -> dict[RuleKey, Rule
     for route in httproutes:
         meta = route.get("metadata") or {}
         namespace = str(meta.get("namespace") or "default")
+        name = str(meta.get("name"))
         for index, rule in enumerate((route.get("spec") or {}).get("rules") or []):
             pools, others = [], 0
             for ref in rule.get("backendRefs") or []:
@@ -42,5 +56,11 @@ def rule_backends(httproutes: Iterable[Mapping[str, Any]]) -> dict[RuleKey, Rule
                 else:
                     others += 1
             if pools:
-                out[(namespace, str(meta.get("name")), index)] = RuleBackends(tuple(pools), others)
+                filters = [f.get("type") for f in rule.get("filters") or [] if isinstance(f, Mapping)]
+                out[(namespace, name, index)] = RuleBackends(
+                    tuple(pools),
+                    others,
+                    rule_mirrors(namespace, name, index, rule),
+                    all(t in _HARMLESS_FILTERS for t in filters),
+                )
     return out

@@ -19,8 +19,6 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from api import contract
-from api.parse import owns
-from api.sources.store import ObjectStore
 from api.yamlio import ManifestError, load_documents
 from extserver.compile import CompileOptions
 from extserver.eg import facts as eg
@@ -33,7 +31,6 @@ from extserver.hooks import (
     KubernetesConditionReporter,
     LogConditionReporter,
     SnapshotSource,
-    StaticSnapshotSource,
 )
 from extserver.revisions import RevisionReporter
 from extserver.server import ServeOptions, start_server
@@ -132,13 +129,15 @@ def load_manifests(paths: Sequence[Path]) -> list[dict[str, Any]]:
 
 async def translate(files: Sequence[Path], options: CompileOptions, output: str = "yaml") -> str:
     """Build EG's xDS for the manifests, run the hooks per Gateway in EG's order, render the result."""
+    from api.sources.files import FileSource
+
     objects = load_manifests(files)
-    store = ObjectStore()
-    store.apply(upserts=[o for o in objects if owns(o)])
-    snapshot = store.snapshot()
+    # As `serve --manifests` reads them: HTTPRoutes (weights, mirrors) and Pods count when present.
+    source = FileSource(list(files))
+    snapshot = await source.fresh_snapshot()
     for key, errors in snapshot.invalid.items():
         log.warning("invalid object skipped", object=key, errors=list(errors))
-    ctx = HookContext(source=StaticSnapshotSource(snapshot), options=options, status=LogConditionReporter())
+    ctx = HookContext(source=source, options=options, status=LogConditionReporter())
     documents = []
     for gateway, xds in build_eg_xds_by_gateway(objects).items():
         result = await run_hooks(xds, ctx)

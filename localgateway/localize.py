@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.core.v3.config_source_pb2 import ConfigSource
 from envoy.config.listener.v3.listener_pb2 import Listener
+
+from extserver.compile.naming import is_mirror_name
 
 HostMap = Mapping[str, tuple[str, int]]  # "svc.ns.svc.cluster.local:port" -> (ip, port)
 
@@ -43,3 +45,22 @@ def localize_listeners(listeners: Iterable[Listener], ports: Mapping[int, tuple[
         address = listener.address.socket_address
         if address.port_value in ports:
             address.address, address.port_value = ports[address.port_value]
+
+
+def localize_mirrors(
+    listeners: Iterable[Listener],
+    clusters: Iterable[Cluster],
+    ports: MutableMapping[str, int],
+    new_port: Callable[[], int],
+) -> None:
+    """Each Gateway's mirror listener (one Envoy here runs every Gateway) on a port of its own, and its
+    cluster pointed at it; `ports` keeps the choice per name across translations."""
+    for listener in listeners:
+        if is_mirror_name(listener.name):
+            port = ports.setdefault(listener.name, new_port())
+            listener.address.socket_address.port_value = port
+    for cluster in clusters:
+        if is_mirror_name(cluster.name) and cluster.name in ports:
+            for locality in cluster.load_assignment.endpoints:
+                for lb_endpoint in locality.lb_endpoints:
+                    lb_endpoint.endpoint.address.socket_address.port_value = ports[cluster.name]

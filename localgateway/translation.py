@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ from api.yamlio import load_documents
 from extserver.eg.call_order import run_hooks_via
 from extserver.eg.standin import build_eg_xds_by_gateway
 from localgateway.ads import TYPE_CLUSTER, TYPE_LISTENER, TYPE_ROUTE, AdsServer
-from localgateway.localize import HostMap, localize_clusters, localize_listeners
+from localgateway.localize import HostMap, localize_clusters, localize_listeners, localize_mirrors
+from localgateway.ports import free_port
 
 log = structlog.get_logger("local-gateway")
 
@@ -49,11 +50,13 @@ def publish_localized(
     routes: list[RouteConfiguration],
     hosts: HostMap,
     ports: Mapping[int, tuple[str, int]],
+    mirror_ports: MutableMapping[str, int] | None = None,
 ) -> int:
     """Localize compiled xDS in place (Service names and listener ports to loopback) and publish it over
     ADS; returns the version published."""
     localize_clusters(clusters, hosts)
     localize_listeners(listeners, ports)
+    localize_mirrors(listeners, clusters, {} if mirror_ports is None else mirror_ports, free_port)
     return ads.publish({TYPE_CLUSTER: clusters, TYPE_LISTENER: listeners, TYPE_ROUTE: routes})
 
 
@@ -72,6 +75,7 @@ class Translator:
         self._ads = ads
         self._hosts = hosts
         self._ports = ports
+        self._mirror_ports: dict[str, int] = {}
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -99,7 +103,9 @@ class Translator:
             listeners.extend(result.listeners)
             routes.extend(result.routes)
             clusters.extend(result.clusters)
-        return publish_localized(self._ads, clusters, listeners, routes, self._hosts, self._ports)
+        return publish_localized(
+            self._ads, clusters, listeners, routes, self._hosts, self._ports, self._mirror_ports
+        )
 
     async def close(self) -> None:
         await self._channel.close()

@@ -105,15 +105,16 @@ class Director:
 
     def route(self, request: RouteRequest, raw: bytes) -> Routed:
         """Decide for one request; raises PickerError (labelled with what was resolved) otherwise."""
-        model = target = ""
+        model = target = pool = ""
         try:
             parsed = parse_body(raw, request.path, self.max_body_bytes)
             model = parsed.model
             view = self._pool(request)
+            pool = view.pool.key
             target, criticality = self._target(request, view, parsed)
             return self._schedule(request, raw, view, parsed, target, criticality)
         except PickerError as error:
-            error.model, error.target = model, target
+            error.model, error.target, error.pool = model, target, pool
             raise
 
     def _schedule(
@@ -155,23 +156,23 @@ class Director:
         )
         self.scheduler.record(outcome)  # prefix affinity: the primary now holds this prompt
         new_body = rewrite_model(raw, target) if target != parsed.model else None
-        series = self.metrics.for_request(parsed.model, target)
+        series = self.metrics.for_request(parsed.model, target, view.pool.key)
         lease = Lease(self.datastore, chosen[0], series, request.started)
         return Routed(view.pool.key, parsed.model, target, chosen, new_body, lease)
 
     def reject(self, error: PickerError) -> None:
         """Count a request the picker answered itself."""
-        self.metrics.errors.labels(error.model, error.target, error.code.value).inc()
+        self.metrics.errors.labels(error.model, error.target, error.pool, error.code.value).inc()
 
     def record_outcome(self, outcome: Outcome) -> None:
         """Status and token usage of a routed request, from Envoy's access log (maybe another replica's)."""
         if outcome.status is not None and outcome.status >= 400:
             self.metrics.errors.labels(
-                outcome.model, outcome.target, ErrorCode.MODEL_SERVER_ERROR.value
+                outcome.model, outcome.target, outcome.pool, ErrorCode.MODEL_SERVER_ERROR.value
             ).inc()
         if outcome.prompt_tokens is None and outcome.completion_tokens is None:
             return
-        series = self.metrics.for_request(outcome.model, outcome.target)
+        series = self.metrics.for_request(outcome.model, outcome.target, outcome.pool)
         if outcome.prompt_tokens is not None:
             series.input_tokens.observe(outcome.prompt_tokens)
         if outcome.completion_tokens is not None:

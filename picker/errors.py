@@ -47,6 +47,7 @@ class PickerError(Exception):
         # What the director had resolved when it refused (labels of the error metric).
         self.model = ""
         self.target = ""
+        self.pool = ""
 
     @property
     def code(self) -> ErrorCode:

@@ -33,11 +33,13 @@ class RequestMetrics:
 
 
 class PickerMetrics:
-    """Request metrics per (model_name, target_model_name) and pool gauges read from the datastore."""
+    """Request metrics per (model_name, target_model_name, pool) and pool gauges read from the datastore.
+
+    `pool` ("ns/name") keeps a shadow pool's copies of a model apart from production's (mirroring)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        labels = ("model_name", "target_model_name")
+        labels = ("model_name", "target_model_name", "pool")
         r = self.registry
         self.requests = Counter(
             "inference_model_request", "Requests per model and target.", labels, registry=r
@@ -78,19 +80,19 @@ class PickerMetrics:
             buckets=DECISION_BUCKETS,
             registry=r,
         )
-        self._children: dict[tuple[str, str], RequestMetrics] = {}
+        self._children: dict[tuple[str, str, str], RequestMetrics] = {}
 
-    def for_request(self, model: str, target: str) -> RequestMetrics:
-        """The labelled children for one (model, target), cached: `labels()` is slow per request."""
-        key = (model, target)
+    def for_request(self, model: str, target: str, pool: str) -> RequestMetrics:
+        """The labelled children for one (model, target, pool), cached: `labels()` is slow per request."""
+        key = (model, target, pool)
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = RequestMetrics(
-                requests=self.requests.labels(model, target),
+                requests=self.requests.labels(model, target, pool),
                 running=self.running.labels(model),
-                duration=self.duration.labels(model, target),
-                input_tokens=self.input_tokens.labels(model, target),
-                output_tokens=self.output_tokens.labels(model, target),
+                duration=self.duration.labels(model, target, pool),
+                input_tokens=self.input_tokens.labels(model, target, pool),
+                output_tokens=self.output_tokens.labels(model, target, pool),
             )
         return children
 

@@ -238,7 +238,7 @@ def test_reject_counts_an_error_and_never_releases() -> None:
 def test_outcomes_from_the_access_log_count_errors_and_tokens_per_model_and_target() -> None:
     rig = Rig()
     registry = rig.metrics.registry
-    labels = {"model_name": "alias", "target_model_name": "base"}
+    labels = {"model_name": "alias", "target_model_name": "base", "pool": "default/pool"}
 
     def outcome(status: int | None, prompt: int | None, completion: int | None) -> Outcome:
         return Outcome("r", "default/pool", "alias", "base", "10.0.0.1:8000", status, prompt, completion)

@@ -247,8 +247,8 @@ def _sample(rig: Rig, name: str, **labels: str) -> float:
 
 async def test_status_usage_and_in_flight_recorded_per_model_and_target(rig: Rig) -> None:
     """Nothing of the response goes through ext_proc: status and usage arrive over the access log."""
-    labels = {"model_name": "lora-request", "target_model_name": "tweet-summary"}
-    other = {"model_name": "lora-request", "target_model_name": "sql-lora"}
+    labels = {"model_name": "lora-request", "target_model_name": "tweet-summary", "pool": f"{NS}/pool"}
+    other = {"model_name": "lora-request", "target_model_name": "sql-lora", "pool": f"{NS}/pool"}
 
     def totals() -> tuple[float, ...]:
         return tuple(
@@ -410,7 +410,8 @@ async def test_health_ready_and_metrics(rig: Rig) -> None:
     async with rig.session.get(f"http://127.0.0.1:{rig.picker.metrics_port}/metrics") as response:
         text = await response.text()
     assert (
-        'inference_model_request_total{model_name="lora-request",target_model_name="tweet-summary"}' in text
+        'inference_model_request_total{model_name="lora-request",pool="default/pool",'
+        'target_model_name="tweet-summary"}' in text
     )
     assert (
         'inference_model_request_error_total{error_code="NotFound",model_name="meta-llama/Llama-3.1-8B"'

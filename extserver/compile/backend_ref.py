@@ -18,7 +18,7 @@ from extserver.compile.cache import CompileCache, plan_of
 from extserver.compile.clusters import mark_backend_cluster
 from extserver.compile.inputs import CompileInputs, CompileOptions
 from extserver.compile.plan import PoolPlan
-from extserver.compile.routes import apply_pool_settings, catch_all_metadata
+from extserver.compile.routes import ROUTE_TIMEOUT_SECONDS, apply_pool_settings, catch_all_metadata
 from extserver.compile.weighted_pools import build_weighted_pools_route, rule_of
 
 
@@ -97,6 +97,8 @@ def patch_route(
     """Mark EG's route to a pool (the Translation hook expands it per model); None if not a pool's."""
     del hostnames  # the route already carries its virtual host's match; nothing host-specific to add
     refs = find_pool_references(extension_resources)
+    if refs and not route.HasField("route"):
+        route = _undo_mirror_refusal(route, inputs) or route
     if not refs or not route.HasField("route"):
         return None  # EG answers unresolved backends with a direct response: leave it
     if _mixed(route.name, inputs):
@@ -116,6 +118,29 @@ def patch_route(
         metadata.set_ours(result.metadata, values)
         apply_pool_settings(result, pool, options)
     return None if result == route else result
+
+
+def _undo_mirror_refusal(route: Route, inputs: CompileInputs) -> Route | None:
+    """EG v1.9 accepts only Services as RequestMirror backends and answers a rule that mirrors to an
+    InferencePool with 500 (its HTTPRoute status says ResolvedRefs=False, InvalidKind). When that
+    refusal is the only thing wrong with the rule, give the route its rule's cluster back; the
+    Translation hook adds the mirror."""
+    backends = _rule_backends(route.name, inputs)
+    rule = rule_of(route.name)
+    if (
+        rule is None
+        or backends is None
+        or not backends.pool_mirrors
+        or not backends.only_harmless_filters
+        or route.direct_response.status != 500
+    ):
+        return None
+    repaired = Route()
+    repaired.CopyFrom(route)
+    repaired.ClearField("direct_response")
+    repaired.route.cluster = naming.eg_rule_cluster(*rule)
+    repaired.route.timeout.seconds = ROUTE_TIMEOUT_SECONDS
+    return repaired
 
 
 def _rule_backends(eg_name: str, inputs: CompileInputs) -> RuleBackends | None:

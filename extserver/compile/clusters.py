@@ -40,7 +40,7 @@ TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 AGGREGATE_CLUSTER = "envoy.clusters.aggregate"
 
 
-def _high_circuit_breakers() -> CircuitBreakers:
+def high_circuit_breakers() -> CircuitBreakers:
     breakers = CircuitBreakers()
     threshold = breakers.thresholds.add()
     threshold.max_connections.value = HIGH_THRESHOLD
@@ -89,7 +89,7 @@ def _upstream_template(pool: PoolPlan, options: CompileOptions) -> Cluster:
     cluster.connect_timeout.seconds = CONNECT_TIMEOUT_SECONDS
     cluster.per_connection_buffer_limit_bytes.value = options.max_body_bytes
     cluster.load_balancing_policy.CopyFrom(_override_host_policy())
-    cluster.circuit_breakers.CopyFrom(_high_circuit_breakers())
+    cluster.circuit_breakers.CopyFrom(high_circuit_breakers())
     cluster.outlier_detection.CopyFrom(outlier_detection())
     protocol = HttpProtocolOptions()
     if pool.app_protocol == contract.APP_PROTOCOL_H2C:
@@ -221,7 +221,7 @@ def build_picker_cluster(pool: PoolPlan, options: CompileOptions) -> Cluster:
     cluster.connect_timeout.seconds = CONNECT_TIMEOUT_SECONDS
     cluster.dns_lookup_family = Cluster.V4_PREFERRED
     cluster.lb_policy = Cluster.LEAST_REQUEST
-    cluster.circuit_breakers.CopyFrom(_high_circuit_breakers())
+    cluster.circuit_breakers.CopyFrom(high_circuit_breakers())
     # The picker receives whole request bodies (BUFFERED) in ext_proc messages.
     cluster.per_connection_buffer_limit_bytes.value = (
         options.max_body_bytes + contract.GRPC_MESSAGE_OVERHEAD_BYTES

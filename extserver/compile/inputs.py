@@ -31,6 +31,7 @@ class CompileInputs:
 @dataclass(frozen=True)
 class CompileOptions:
     max_body_bytes: int = contract.DEFAULT_MAX_BODY_BYTES
+    mirror_port: int = contract.MIRROR_LISTENER_PORT  # the loopback mirror listener's, in every Envoy
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,10 @@ USAGE_FILTER = "envoy.filters.http.lua/inference-usage"
 EXT_PROC_FILTER_PREFIX = "envoy.filters.http.ext_proc/inference/"
 ROUTER_FILTER = eg.ROUTER_FILTER
 HCM_FILTER = eg.HCM_FILTER
+# The mirror listener (compile/mirror_listener.py): its listener, route configuration and cluster share
+# one name (mirror_name); its first filter puts the client's `model` back into a copy's body.
+MIRROR_PREFIX = f"{_PREFIX}/mirror"
+MIRROR_RESTORE_FILTER = "envoy.filters.http.lua/inference-mirror"
 # Our HCM access logs (one per picker cluster); EG's own access logs never carry this prefix.
 ACCESS_LOG_PREFIX = "envoy.access_loggers.http_grpc/inference/"
 
@@ -55,6 +59,26 @@ def model_route(namespace: str, inference_model: str, parent_route: str | None =
 def pin_route(namespace: str, inference_model: str, index: int, parent_route: str | None = None) -> str:
     """A header-pinned route of one InferenceModel (its `index`-th pin), before its weighted route."""
     return f"{model_route(namespace, inference_model, parent_route)}/pin/{index}"
+
+
+def eg_rule_cluster(namespace: str, route: str, rule: int) -> str:
+    """The cluster EG builds for one HTTPRoute rule (its backendRefs together)."""
+    return f"httproute/{namespace}/{route}/rule/{rule}"
+
+
+def mirror_name(gateways: frozenset[str]) -> str:
+    """The mirror listener's, route configuration's and cluster's name: after the Gateway when EG's call
+    is for one (a local run puts several Gateways into one Envoy), else just the prefix."""
+    return f"{MIRROR_PREFIX}/{next(iter(gateways))}" if len(gateways) == 1 else MIRROR_PREFIX
+
+
+def is_mirror_name(name: str) -> bool:
+    return name == MIRROR_PREFIX or name.startswith(MIRROR_PREFIX + "/")
+
+
+def mirror_route(mirror: str, target_key: str) -> str:
+    """A mirror target's route on the mirror listener (`target_key`: "pool/<ns>/<name>", "service/...")."""
+    return f"{mirror}/{target_key}"
 
 
 def pool_default_route(namespace: str, pool: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from api import contract
 from api.canary import Pin, StickyKey
 from api.contract import picker_service_host
+from api.mirror import MirrorSpec, mirror_annotation
 from api.model import GROUP_X, AttachTo, FailureMode, InferenceModel, InferencePool
 from api.parse import KIND_MODEL, KIND_POOL
 from extserver.compile import naming
@@ -39,6 +40,7 @@ class ModelPlan:
     # Canary annotations (extserver/compile/sticky.py): hash the split on this key; pinned requests.
     sticky: StickyKey | None = None
     pins: tuple[Pin, ...] = ()
+    mirror: MirrorSpec | None = None  # its mirror annotation (api/mirror.py)
 
     def target(self, model: str) -> TargetPlan | None:
         return next((t for t in self.targets if t.model == model), None)
@@ -81,6 +83,7 @@ class PoolPlan:
     app_protocol: str = "http"
     # "ip:port" of the pool's ready endpoints; None when the source does not read Pods
     endpoints: tuple[str, ...] | None = None
+    mirror: MirrorSpec | None = None  # its mirror annotation (api/mirror.py)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -200,6 +203,7 @@ def _plan_pool(pool: InferencePool, inputs: CompileInputs) -> PoolPlan:
         models=(),
         app_protocol=pool.app_protocol,
         endpoints=None if inputs.endpoints is None else inputs.endpoints.get(pool.key, ()),
+        mirror=mirror_annotation(pool.meta, KIND_POOL),
     )
 
 
@@ -252,6 +256,7 @@ def _plan_model(model: InferenceModel, pool: PoolPlan) -> ModelPlan:
         criticality=model.effective_criticality.value,
         targets=targets,
         source=naming.source(KIND_MODEL, model.meta.namespace, model.meta.name),
+        mirror=mirror_annotation(model.meta, KIND_MODEL),
     )
 
 

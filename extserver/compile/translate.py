@@ -27,6 +27,12 @@ from extserver.compile.inputs import (
     TranslationOutput,
 )
 from extserver.compile.listeners import patch_listener_for_pools, route_config_names, strip_our_filters
+from extserver.compile.mirror import MirrorUse, apply_mirrors
+from extserver.compile.mirror_listener import (
+    build_mirror_cluster,
+    build_mirror_listener,
+    build_mirror_route_config,
+)
 from extserver.compile.plan import Plan, PoolPlan
 from extserver.compile.routes import (
     apply_pool_settings,
@@ -40,7 +46,15 @@ from extserver.compile.weighted_pools import weighted_pools
 
 # Roles of resources we generate (removed and rebuilt on every pass); backend-ref ones are EG's, marked.
 _GENERATED_ROLES = frozenset(
-    {Role.TARGET, Role.CATCH_ALL, Role.PICKER, Role.MODEL_ROUTE, Role.MODELS_LIST, Role.VIRTUAL_HOST}
+    {
+        Role.TARGET,
+        Role.CATCH_ALL,
+        Role.PICKER,
+        Role.MODEL_ROUTE,
+        Role.MODELS_LIST,
+        Role.VIRTUAL_HOST,
+        Role.MIRROR,
+    }
 )
 # Envoy refuses direct-response bodies above this unless the route config raises it.
 _DEFAULT_DIRECT_RESPONSE_LIMIT = 4096
@@ -265,8 +279,8 @@ def compile_translation(
     is how listeners named without their Gateway (XDSNameSchemeV2: `tcp-<port>`) are told apart.
     """
     plan = plan_of(inputs, cache)
-    out_listeners = _copy_all(listeners)
-    out_routes = _copy_all(routes)
+    out_listeners = [lis for lis in _copy_all(listeners) if not _is_generated(metadata.role(lis.metadata))]
+    out_routes = [rc for rc in _copy_all(routes) if not naming.is_mirror_name(rc.name)]
     out_clusters = [c for c in _copy_all(clusters) if not _is_generated(metadata.role(c.metadata))]
     out_clusters = _refresh_backend_clusters(out_clusters, plan, options, cache)
     for listener in out_listeners:
@@ -280,15 +294,25 @@ def compile_translation(
     pools_by_rc = _pools_by_route_config(attached, backend)
     for listener in out_listeners:
         patch_listener_for_pools(listener, pools_by_rc, options)
+    mirrors = _apply_all_mirrors(out_routes, out_listeners, plan, inputs, naming.mirror_name(call_gateways))
+    if mirrors.targets:
+        shadow_pools = sorted(mirrors.pools.values(), key=lambda p: p.key)
+        out_listeners.append(build_mirror_listener(mirrors.name, shadow_pools, options))
+        out_routes.append(build_mirror_route_config(mirrors.name, list(mirrors.targets.values()), options))
+        out_clusters.append(build_mirror_cluster(mirrors.name, options))
+    # Shadow pools need every cluster an attached pool has (their catch-all included).
+    with_catch_all = {**mirrors.pools, **attached.pools}
     out_clusters = _with_pool_clusters(
-        out_clusters, attached.pools, backend.pools, backend.split, options, cache
+        out_clusters, with_catch_all, backend.pools, backend.split, options, cache
     )
 
-    problems = [*plan.problems, *attached.problems, *backend.problems]
+    problems = [*plan.problems, *attached.problems, *backend.problems, *mirrors.problems]
     unique = {(p.kind, p.namespace, p.name, p.condition_type, p.reason, p.message): p for p in problems}
     gateways = {key: set(found) for key, found in backend.gateways.items()}
     for key, gateway in attached.gateways:
         gateways.setdefault(key, set()).add(gateway)
+    for key, found in mirrors.gateways.items():
+        gateways.setdefault(key, set()).update(found)
     return TranslationOutput(
         clusters=out_clusters,
         listeners=out_listeners,
@@ -296,6 +320,33 @@ def compile_translation(
         problems=sorted(unique.values(), key=lambda p: (p.kind, p.namespace, p.name, p.reason, p.message)),
         pool_gateways={key: tuple(sorted(gateways[key])) for key in sorted(gateways)},
     )
+
+
+def _listeners_by_route_config(listeners: Sequence[Listener]) -> dict[str, list[Listener]]:
+    found: dict[str, list[Listener]] = {}
+    for listener in listeners:
+        for rc_name in route_config_names(listener):
+            found.setdefault(rc_name, []).append(listener)
+    return found
+
+
+def _apply_all_mirrors(
+    routes: Sequence[RouteConfiguration],
+    listeners: Sequence[Listener],
+    plan: Plan,
+    inputs: CompileInputs,
+    name: str,
+) -> MirrorUse:
+    """Mirror policies on every pool route (HTTPRoute RequestMirror filters, mirror annotations)."""
+    listeners_by_rc = _listeners_by_route_config(listeners)
+    use = MirrorUse(name)
+    for route_config in routes:
+        for vhost in route_config.virtual_hosts:
+            gateways = sorted(virtual_host_gateways(vhost, listeners_by_rc.get(route_config.name, [])))
+            for route in vhost.routes:
+                if route.HasField("route"):
+                    apply_mirrors(route, plan, inputs, gateways, use)
+    return use
 
 
 def _add_attach_routes(
@@ -323,10 +374,7 @@ def _expand_all_backend_routes(
     options: CompileOptions,
     cache: CompileCache | None,
 ) -> _BackendUse:
-    listeners_by_rc: dict[str, list[Listener]] = {}
-    for listener in listeners:
-        for rc_name in route_config_names(listener):
-            listeners_by_rc.setdefault(rc_name, []).append(listener)
+    listeners_by_rc = _listeners_by_route_config(listeners)
     use = _BackendUse()
     for route_config in routes:
         listeners_of_rc = listeners_by_rc.get(route_config.name, [])

@@ -235,6 +235,10 @@ class _Rule:
     cluster: str
     valid: bool
     extension_resources: tuple[Mapping[str, Any], ...]
+    # A filter EG rejects (a RequestMirror to anything but a Service): the routes answer 500, yet the
+    # rule's cluster is built and the hooks are called as for a valid rule.
+    refused: bool = False
+    mirror_clusters: tuple[str, ...] = ()  # EG's clusters for the rule's Service mirrors
 
 
 def _rule(route: Mapping[str, Any], index: int, objects: _Index) -> _Rule:
@@ -249,6 +253,14 @@ def _rule(route: Mapping[str, Any], index: int, objects: _Index) -> _Rule:
             if found is None:
                 return _Rule(f"httproute/{ns}/{_name(route)}/rule/{index}", False, ())
             resources.append(_as_extension_resource(found))
+    refused, mirrors = False, []
+    for i, flt in enumerate(rule.get("filters", []) or []):
+        if flt.get("type") == "RequestMirror":
+            ref = (flt.get("requestMirror") or {}).get("backendRef") or {}
+            if ref.get("group", "") not in ("", "core") or ref.get("kind", "Service") != "Service":
+                refused = True  # "Group is invalid, only the core API group ... are supported"
+            else:
+                mirrors.append(f"httproute/{ns}/{_name(route)}/rule/{index}-mirror-{i}")
     backends = rule.get("backendRefs", []) or []
     valid = 0
     for ref in backends:
@@ -265,7 +277,7 @@ def _rule(route: Mapping[str, Any], index: int, objects: _Index) -> _Rule:
             valid += 1
     cluster = f"httproute/{ns}/{_name(route)}/rule/{index}"
     all_found = valid == len(backends) and valid > 0
-    return _Rule(cluster, all_found, tuple(resources))
+    return _Rule(cluster, all_found, tuple(resources), refused, () if refused else tuple(mirrors))
 
 
 def build_eg_xds(objects: Sequence[Mapping[str, Any]]) -> EgXds:
@@ -348,9 +360,11 @@ def _add_route(
                     match=_route_match(match),
                     metadata=eg_metadata("HTTPRoute", name, ns),
                 )
-                if rule.valid:
+                if rule.valid and not rule.refused:
                     action = RouteAction(cluster=rule.cluster)
                     action.upgrade_configs.add(upgrade_type="websocket")
+                    for mirror in rule.mirror_clusters:
+                        action.request_mirror_policies.add(cluster=mirror)
                     xds_route.route.CopyFrom(action)
                 else:
                     xds_route.direct_response.CopyFrom(DirectResponseAction(status=500))
@@ -364,6 +378,8 @@ def _add_route(
                     )
                 if rule.valid and all(c.name != rule.cluster for c in out.clusters):
                     out.clusters.append(build_cluster(rule.cluster, name, ns))
+                    # Service endpoints are out of scope: EG would publish them over EDS.
+                    out.clusters.extend(build_cluster(m, name, ns) for m in rule.mirror_clusters)
                     if rule.extension_resources:
                         out.cluster_extension_resources[rule.cluster] = rule.extension_resources
                         out.hook_calls.append(ClusterHookCall(rule.cluster, rule.extension_resources))

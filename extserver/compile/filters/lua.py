@@ -87,17 +87,17 @@ end
 """
 
 
-def _lua_string(text: str) -> str:
+def lua_string(text: str) -> str:
     """A Lua string literal holding `text` (only ASCII after json.dumps, so escapes are simple)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _destination_code(served: bool) -> str:
     names = {
-        "namespace": _lua_string(contract.LB_METADATA_NAMESPACE),
-        "header": _lua_string(contract.HEADER_DESTINATION_ENDPOINT),
-        "served": _lua_string(contract.HEADER_DESTINATION_SERVED),
-        "served_header": _lua_string(contract.HEADER_SERVED_UPSTREAM),
+        "namespace": lua_string(contract.LB_METADATA_NAMESPACE),
+        "header": lua_string(contract.HEADER_DESTINATION_ENDPOINT),
+        "served": lua_string(contract.HEADER_DESTINATION_SERVED),
+        "served_header": lua_string(contract.HEADER_SERVED_UPSTREAM),
     }
     # Ours never sees responses (a Lua response step on every request would cost for nothing).
     return _DESTINATION.format(**names) + (_SERVED.format(**names) if served else "")
@@ -114,7 +114,7 @@ def rewrite_code(target_model: str, always: bool = False, served: bool = False) 
     (or `always`)."""
     return _REWRITE.format(
         destination=_destination_code(served),
-        target=_lua_string(json.dumps(target_model)),
+        target=lua_string(json.dumps(target_model)),
         always="true" if always else "false",
     )
 
