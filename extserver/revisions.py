@@ -45,8 +45,10 @@ def _gateway(text: str, default_namespace: str) -> GatewayKey:
     return (namespace or default_namespace, name)
 
 
-def _canary_text(meta: ObjectMeta) -> str:
-    annotations = canary_annotations(meta)
+def _annotations_text(meta: ObjectMeta) -> str:
+    """The annotations that are compiled (canary, mirror): editing them bumps no generation."""
+    mirror = tuple((k, v) for k, v in meta.annotations if k == contract.ANNOTATION_MIRROR)
+    annotations = (*canary_annotations(meta), *mirror)
     return f" {annotations!r}" if annotations else ""
 
 
@@ -66,7 +68,7 @@ def gateway_digests(
         }
         if pool.attach_to is not None:
             gateways.add((pool.attach_to.gateway_namespace, pool.attach_to.gateway_name))
-        items = {f"pool {pool.api_version} {pool.key} {pool.meta.generation}"}
+        items = {f"pool {pool.api_version} {pool.key} {pool.meta.generation}{_annotations_text(pool.meta)}"}
         # Compiled into the pool's clusters and filters too: the endpoints, and whether the picker Service
         # exists and which protocol it names (its other annotations change nothing compiled).
         items.add(f"endpoints {pool.key} {','.join(snapshot.pool_endpoints(pool))}")
@@ -74,9 +76,8 @@ def gateway_digests(
             service = services.get(f"{pool.meta.namespace}/{pool.picker.name}")
             protocol = "missing" if service is None else service.get(contract.ANNOTATION_PICKER_PROTOCOL, "")
             items.add(f"picker {pool.key} {protocol}")
-        # Canary annotations are compiled too, and changing them bumps no generation.
         items |= {
-            f"model {m.api_version} {m.key} {m.meta.generation}{_canary_text(m.meta)}"
+            f"model {m.api_version} {m.key} {m.meta.generation}{_annotations_text(m.meta)}"
             for m in snapshot.models_for_pool(pool.key)
         }
         for gateway in gateways:

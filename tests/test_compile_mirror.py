@@ -15,6 +15,7 @@ from envoy.config.route.v3.route_components_pb2 import Route
 
 from api import contract
 from api.httproute import rule_backends
+from api.sources.store import Snapshot
 from extserver.compile import compile_translation, naming
 from extserver.compile.inputs import CompileInputs, Problem, TranslationOutput
 from extserver.compile.listeners import _hcm_filters, _unpack
@@ -284,3 +285,26 @@ def test_an_invalid_annotation_is_a_condition(text: str, says: str) -> None:
     problems: list[Problem] = list(out.problems)
     assert [(p.name, p.reason) for p in problems] == [("prod-pool", "InvalidMirror")]
     assert says in problems[0].message and "InferencePool default/prod-pool" in problems[0].message
+
+
+def test_a_mirror_annotation_edit_changes_the_revision_digest() -> None:
+    """Annotations bump no generation, yet the mirror one is compiled: EG must re-translate on its edit."""
+    from extserver.revisions import gateway_digests
+
+    objects = _objects()
+    inputs = _inputs(objects)
+    learned = {("default", "prod-pool"): (GATEWAY,)}
+
+    def digest(annotations: tuple[tuple[str, str], ...]) -> str:
+        pools = {
+            p.key: replace(p, meta=replace(p.meta, annotations=annotations))
+            if p.meta.name == "prod-pool"
+            else p
+            for p in inputs.pools
+        }
+        snapshot = Snapshot(pools=pools, models={m.key: m for m in inputs.models})
+        return gateway_digests(snapshot, learned)[("default", "mirror-gateway")]
+
+    original = digest(())
+    assert digest((("example.com/note", "x"),)) == original
+    assert digest(((contract.ANNOTATION_MIRROR, ANNOTATION),)) != original

@@ -35,7 +35,7 @@ from extserver.compile.plan import PoolPlan
 from extserver.compile.routes import (
     ROUTE_TIMEOUT_SECONDS,
     apply_pool_settings,
-    build_model_route,
+    build_model_routes,
     catch_all_metadata,
     model_route_template,
 )
@@ -122,8 +122,9 @@ def _pool_routes(name: str, target: MirrorTarget, options: CompileOptions) -> li
     metadata.set_ours(catch_all.metadata, values)
     template = model_route_template(pool, match, options, parent_route=catch_all)
     routes = [
-        build_model_route(pool, m, match, options, parent_route=catch_all, template=template)
+        route
         for m in pool.models
+        for route in build_model_routes(pool, m, match, options, parent_route=catch_all, template=template)
     ]
     for route in routes:
         # Model routes are the picker's to route (role model-route); the header says which mirror.
