@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
         default=contract.DEFAULT_MAX_BODY_BYTES,
         help="buffer limit set on patched listeners and routes (EG's default 32 KiB fails long prompts)",
     )
+    parser.add_argument(
+        "--mirror-port",
+        type=int,
+        default=contract.MIRROR_LISTENER_PORT,
+        help="port of the loopback listener in each Envoy that routes mirrored copies (docs/xds.md)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve EG's extension hooks over gRPC")
@@ -103,9 +109,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     _configure_logging(args.log_level, args.log_json)
-    options = CompileOptions(max_body_bytes=args.max_body_bytes)
+    if not 1 <= args.mirror_port <= 65535:
+        parser.error(f"--mirror-port: {args.mirror_port} is not a port (1..65535)")
+    options = CompileOptions(max_body_bytes=args.max_body_bytes, mirror_port=args.mirror_port)
     try:
         if args.command == "translate":
             text = asyncio.run(translate(args.files, options, args.output))

@@ -18,6 +18,7 @@ import structlog
 
 from api.model import InferenceModel
 from api.parse import owns, parse_object
+from localgateway import mirror_demo
 from localgateway.ports import free_port
 from localgateway.run import LocalGateway, LocalGatewayOptions
 from localgateway.translation import load_manifests
@@ -27,7 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = {
     "lora": ROOT / "config/samples/seed-lora-canary.yaml",
     "base": ROOT / "config/samples/seed-base-model-canary.yaml",
+    "mirror": mirror_demo.SAMPLE,
 }
+# Each scenario's Gateway listener (the article's port for the seeds).
+GATEWAYS = {"lora": "default/inference-gateway:8081", "base": "default/inference-gateway:8081"}
+GATEWAYS["mirror"] = mirror_demo.GATEWAY
 # The article's requests for each scenario.
 REQUESTS = {
     "lora": (
@@ -40,6 +45,10 @@ REQUESTS = {
         },
     ),
     "base": ("/v1/chat/completions", {"model": "qwq", "messages": [{"role": "user", "content": "你是谁?"}]}),
+    "mirror": (
+        "/v1/completions",
+        {"model": "chat", "prompt": "Write as if you were a critic: San Francisco", "max_tokens": 16},
+    ),
 }
 
 
@@ -91,12 +100,29 @@ def split_line(model: InferenceModel, models: collections.Counter[str]) -> str:
     return "split: " + " ".join(parts)
 
 
+def _received_locally(gw: LocalGateway) -> mirror_demo.Received:
+    """Pool name -> what its simulated pods were asked for."""
+    assert gw.fleet is not None
+    by_address = {s.address: s for s in gw.fleet.servers}
+    out: dict[str, collections.Counter[str]] = {}
+    for name, pool in mirror_demo.pools().items():
+        counter = out.setdefault(name, collections.Counter())
+        for pod in gw.pods:
+            server = by_address.get(f"{pod.ip}:{pod.port}")
+            if server is not None and pool.selects(dict(pod.labels)):
+                counter.update(server.stats.requests_by_model)
+    return out
+
+
 async def run(scenario: str, count: int, keep: bool) -> int:
     manifest = SAMPLES[scenario]
     model = inference_model(manifest)
+    gateway_port = int(GATEWAYS[scenario].rpartition(":")[2])
     with contextlib.closing(__import__("socket").socket()) as probe:
-        port = 8081 if probe.connect_ex(("127.0.0.1", 8081)) != 0 else free_port()
-    options = LocalGatewayOptions(manifests=[manifest], listener_ports={8081: port}, log_level="warning")
+        port = gateway_port if probe.connect_ex(("127.0.0.1", gateway_port)) != 0 else free_port()
+    options = LocalGatewayOptions(
+        manifests=[manifest], listener_ports={gateway_port: port}, log_level="warning"
+    )
     print(f"starting the local gateway for {manifest.relative_to(ROOT)} ...", flush=True)
     async with LocalGateway(options) as gw:
         print(f"gateway listening on {gw.url()}  (logs in {gw.log_dir})")
@@ -116,9 +142,16 @@ async def run(scenario: str, count: int, keep: bool) -> int:
         print(f"  Envoy stats:    curl '{gw.admin_url}/stats?filter=inference'")
         print(f"  picker metrics: curl {gw.picker_metrics_url}")
         print(f"  models:         curl {gw.url()}/v1/models")
+        if scenario == "mirror":
+
+            async def read() -> mirror_demo.Received:
+                return _received_locally(gw)
+
+            print("\n".join(mirror_demo.report(models, await mirror_demo.settled(read), count)), flush=True)
         if keep:
             await until_interrupted()
-    print(split_line(model, models), flush=True)
+    if scenario != "mirror":
+        print(split_line(model, models), flush=True)
     return 0 if statuses.get(200, 0) == count else 1
 
 

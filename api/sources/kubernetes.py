@@ -57,7 +57,9 @@ MODEL_KINDS = tuple(
 POD_KIND = KindSpec("v1", "Pod", "pods")
 SERVICE_KIND = KindSpec("v1", "Service", "services")
 GATEWAY_KIND = KindSpec("gateway.networking.k8s.io/v1", "Gateway", "gateways")
-HTTPROUTE_KIND = KindSpec("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes")
+# Relisted at hook time too: EG translates right after an HTTPRoute edit, and its weights and mirrors
+# are compiled; a watch event arriving after the hook call would leave the edit out until the next one.
+HTTPROUTE_KIND = KindSpec("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", fresh_at_hook=True)
 INFERENCE_KINDS = POOL_KINDS + MODEL_KINDS
 
 

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import subprocess
 import time
 from pathlib import Path
 
 from hack.realparts import binary, stack_version_line
-from localgateway.demo import REQUESTS, SAMPLES, inference_model, send, split_line, until_interrupted
+from hack.stack import network
+from hack.stack.__main__ import netns_name
+from localgateway import mirror_demo
+from localgateway.demo import (
+    GATEWAYS,
+    REQUESTS,
+    SAMPLES,
+    inference_model,
+    send,
+    split_line,
+    until_interrupted,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "hack" / "stack.sh"
@@ -94,7 +106,7 @@ async def _demo(scenario: str, count: int, keep: bool, state: Path) -> int:
     model = inference_model(manifest)
     print(f"applying {manifest.relative_to(ROOT)} with kubectl ...", flush=True)
     kubectl(state, "apply", "-f", str(manifest))
-    url = gateway_url(state, "default/inference-gateway:8081")
+    url = gateway_url(state, GATEWAYS[scenario])
     await wait_serving(url, scenario)
     print(f"gateway listening on {url}  (KUBECONFIG={state / 'kubeconfig'})")
     print("\n".join(pod_lines(state)))
@@ -110,7 +122,36 @@ async def _demo(scenario: str, count: int, keep: bool, state: Path) -> int:
     )
     print(f"  logs:           {state / 'logs'}")
     print(stack_version_line())
+    if scenario == "mirror":
+
+        async def read() -> mirror_demo.Received:
+            return await asyncio.to_thread(_received_on_stack, state)
+
+        print("\n".join(mirror_demo.report(models, await mirror_demo.settled(read), count)), flush=True)
     if keep:
         await until_interrupted()
-    print(split_line(model, models), flush=True)
+    if scenario != "mirror":
+        print(split_line(model, models), flush=True)
     return 0 if statuses.get(200, 0) == count else 1
+
+
+def _received_on_stack(state: Path) -> mirror_demo.Received:
+    """Pool name -> what its pods' simulators were asked for (their /sim/stats, from the node network)."""
+    import urllib.request
+
+    out: dict[str, collections.Counter[str]] = {}
+    for name, pool in mirror_demo.pools().items():
+        selector = ",".join(f"{k}={v}" for k, v in pool.selector)
+        pods = json.loads(kubectl(state, "get", "pods", "-n", "default", "-l", selector, "-o", "json"))
+        counter = out.setdefault(name, collections.Counter())
+        for pod in pods["items"]:
+            ip = pod.get("status", {}).get("podIP")
+            if not ip:
+                continue
+            url = f"http://{ip}:{pool.target_ports[0]}/sim/stats"
+            with (
+                network.inside(network.netns_path(netns_name(state))),
+                urllib.request.urlopen(url, timeout=5) as r,
+            ):
+                counter.update(json.loads(r.read())["requests_by_model"])
+    return out
