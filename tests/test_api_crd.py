@@ -207,11 +207,14 @@ def test_generated_crds_are_up_to_date() -> None:
 
 
 def test_every_owned_version_has_a_served_schema(schemas: dict[tuple[str, str], dict[str, Any]]) -> None:
+    from api.canary import CANARY_API_VERSIONS
     from api.model import MODEL_API_VERSIONS, POOL_API_VERSIONS
 
-    expected = {(v, "InferencePool") for v in POOL_API_VERSIONS} | {
-        (v, "InferenceModel") for v in MODEL_API_VERSIONS
-    }
+    expected = (
+        {(v, "InferencePool") for v in POOL_API_VERSIONS}
+        | {(v, "InferenceModel") for v in MODEL_API_VERSIONS}
+        | {(v, k) for v in CANARY_API_VERSIONS for k in ("InferenceModelRewrite", "InferenceObjective")}
+    )
     assert set(schemas) == expected
 
 

@@ -43,7 +43,12 @@ from tests.test_api_crd import (
 pytestmark = pytest.mark.stack
 
 CRD_FILES = sorted(CRD_DIR.glob("*.yaml"))
-PLURALS = {"InferencePool": "inferencepools", "InferenceModel": "inferencemodels"}
+PLURALS = {
+    "InferencePool": "inferencepools",
+    "InferenceModel": "inferencemodels",
+    "InferenceModelRewrite": "inferencemodelrewrites",
+    "InferenceObjective": "inferenceobjectives",
+}
 CEL_MESSAGES = {v.MSG_WEIGHTS_ALL_OR_NONE, v.MSG_UNIQUE_TARGET_PORTS, v.MSG_SERVICE_NEEDS_PORT}
 # The apiserver adds this cause when schema errors kept it from running the CEL rules; it names no field.
 CEL_SKIPPED = "some validation rules were not checked because the object was invalid"

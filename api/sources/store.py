@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, TypeVar
 import structlog
 
 from api import parse
+from api.canary import InferenceModelRewrite, InferenceObjective
 from api.errors import ValidationError
 from api.model import MODEL_API_VERSIONS, POOL_API_VERSIONS, InferenceModel, InferencePool, Pod
 from api.sources.pods import parse_pod
@@ -59,7 +60,7 @@ class _Entry:
     """One stored object: its raw form plus what it parsed to (or why it did not)."""
 
     raw: Mapping[str, Any]
-    parsed: InferencePool | InferenceModel | Pod | None
+    parsed: parse.Parsed | Pod | None
     errors: tuple[str, ...] = ()
 
 
@@ -74,6 +75,10 @@ class Snapshot:
     version: int = 0
     pools: Mapping[str, InferencePool] = field(default_factory=lambda: MappingProxyType({}))
     models: Mapping[str, InferenceModel] = field(default_factory=lambda: MappingProxyType({}))
+    # Both forms (llm-d.ai, x-k8s) of the canary kinds, keyed "<apiVersion> <ns>/<name>": the compiler
+    # decides which form wins and reports the other (extserver/compile/plan_canary.py).
+    rewrites: Mapping[str, InferenceModelRewrite] = field(default_factory=lambda: MappingProxyType({}))
+    objectives: Mapping[str, InferenceObjective] = field(default_factory=lambda: MappingProxyType({}))
     pods: Mapping[str, Pod] = field(default_factory=lambda: MappingProxyType({}))
     others: tuple[Mapping[str, Any], ...] = ()
     invalid: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
@@ -361,6 +366,8 @@ def _entry_for(obj: Mapping[str, Any]) -> _Entry:
 def _build_snapshot(version: int, entries: Mapping[ObjectKey, _Entry]) -> Snapshot:
     pools: dict[str, list[tuple[ObjectKey, InferencePool]]] = {}
     models: dict[str, list[tuple[ObjectKey, InferenceModel]]] = {}
+    rewrites: dict[str, InferenceModelRewrite] = {}
+    objectives: dict[str, InferenceObjective] = {}
     pods: dict[str, Pod] = {}
     others: list[Mapping[str, Any]] = []
     invalid: dict[str, tuple[str, ...]] = {}
@@ -373,6 +380,10 @@ def _build_snapshot(version: int, entries: Mapping[ObjectKey, _Entry]) -> Snapsh
             pools.setdefault(parsed.key, []).append((key, parsed))
         elif isinstance(parsed, InferenceModel):
             models.setdefault(parsed.key, []).append((key, parsed))
+        elif isinstance(parsed, InferenceModelRewrite):
+            rewrites[f"{parsed.api_version} {parsed.key}"] = parsed
+        elif isinstance(parsed, InferenceObjective):
+            objectives[f"{parsed.api_version} {parsed.key}"] = parsed
         elif isinstance(parsed, Pod):
             pods[parsed.key] = parsed
         else:
@@ -381,6 +392,8 @@ def _build_snapshot(version: int, entries: Mapping[ObjectKey, _Entry]) -> Snapsh
         version=version,
         pools=MappingProxyType(_pick_one_per_name("InferencePool", pools, invalid)),
         models=MappingProxyType(_pick_one_per_name("InferenceModel", models, invalid)),
+        rewrites=MappingProxyType(rewrites),
+        objectives=MappingProxyType(objectives),
         pods=MappingProxyType(pods),
         others=tuple(others),
         invalid=MappingProxyType(invalid),
