@@ -107,6 +107,16 @@ class Snapshot:
         ]
         return tuple(sorted(found, key=lambda m: (m.meta.creation_timestamp, m.meta.name)))
 
+    def canary_for_pool(self, pool_key: str) -> tuple[InferenceModelRewrite | InferenceObjective, ...]:
+        """Rewrites and objectives (both forms) naming pool `ns/name`, sorted by apiVersion and key."""
+        namespace, _, name = pool_key.partition("/")
+        every: list[InferenceModelRewrite | InferenceObjective] = [
+            *self.rewrites.values(),
+            *self.objectives.values(),
+        ]
+        found = [c for c in every if c.meta.namespace == namespace and c.pool_ref.name == name]
+        return tuple(sorted(found, key=lambda c: (type(c).__name__, c.api_version, c.key)))
+
     def pods_for_pool(self, pool: InferencePool) -> tuple[Pod, ...]:
         """Ready, non-terminating pods with an IP in the pool's namespace matching its selector."""
         found = [

@@ -52,6 +52,16 @@ def model_route(namespace: str, inference_model: str, parent_route: str | None =
     return base if parent_route is None else f"{parent_route}/{base}"
 
 
+def rewrite_plan_name(rewrite: str, rule: int, model: str | None) -> str:
+    """The name part of a rewrite rule's route (model_route), apart from any InferenceModel's name."""
+    return f"{rewrite}/rules/{rule}/{'generic' if model is None else 'model/' + model}"
+
+
+def objective_route(route: str, objective: str) -> str:
+    """A model route's variant for requests naming an InferenceObjective."""
+    return f"{route}/objective/{objective}"
+
+
 def pool_default_route(namespace: str, pool: str) -> str:
     return f"{_PREFIX}/{namespace}/{pool}/default"
 

@@ -27,6 +27,7 @@ from extserver.compile.inputs import (
     TranslationOutput,
 )
 from extserver.compile.listeners import patch_listener_for_pools, route_config_names, strip_our_filters
+from extserver.compile.objectives import with_objective_variants
 from extserver.compile.plan import Plan, PoolPlan
 from extserver.compile.routes import (
     apply_pool_settings,
@@ -106,7 +107,10 @@ def _attach_routes(
         template = model_route_template(pool, _prefix_all(), options)
         built = [build_models_list_route([pool], naming.models_list_route(pool.namespace, pool.name))]
         built.extend(
-            build_model_route(pool, m, _prefix_all(), options, template=template) for m in pool.models
+            with_objective_variants(
+                (build_model_route(pool, m, _prefix_all(), options, template=template) for m in pool.models),
+                pool,
+            )
         )
         built.append(build_catch_all_route(pool, options))
         return built
@@ -220,8 +224,13 @@ def _backend_pool_routes(route: Route, pool: PoolPlan, options: CompileOptions) 
         )
     template = model_route_template(pool, route.match, options, parent_route=catch_all)
     routes.extend(
-        build_model_route(pool, m, route.match, options, parent_route=catch_all, template=template)
-        for m in pool.models
+        with_objective_variants(
+            (
+                build_model_route(pool, m, route.match, options, parent_route=catch_all, template=template)
+                for m in pool.models
+            ),
+            pool,
+        )
     )
     routes.append(catch_all)
     return routes

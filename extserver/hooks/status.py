@@ -1,8 +1,9 @@
-"""Compile problems -> status conditions on InferencePools and InferenceModels.
+"""Compile problems -> status conditions on InferencePools, InferenceModels and the canary kinds.
 
-Every translation reports: each model gets Accepted (False with the reason of its problem, else True);
-each pool this translation serves gets Accepted and ResolvedRefs for each Gateway it serves, as its
-parent (v1alpha2/v1 pools keep conditions per parent Gateway; v1alpha1 pools and models keep one list).
+Every translation reports: each model, rewrite and objective gets Accepted (False with the reason of
+its problem, else True); each pool this translation serves gets Accepted and ResolvedRefs for each
+Gateway it serves, as its parent (v1alpha2/v1 pools keep conditions per parent Gateway; v1alpha1 pools,
+models and the canary kinds keep one list).
 The writer decides where conditions go (API server or log) and writes only what changed.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from api.canary import InferenceModelRewrite, InferenceObjective
 from api.model import V1ALPHA1, InferenceModel, InferencePool
 from api.parse import KIND_MODEL, KIND_POOL
 from api.sources.status import ConditionUpdate, ConditionWriter, ParentRef, PoolRef
@@ -41,6 +43,8 @@ class StatusReport:
     # The Gateways ("ns/name") this translation is for, when known: a pool none of its routes reach
     # any more loses its status entry for them.
     gateways: frozenset[str] = frozenset()
+    # InferenceModelRewrites and InferenceObjectives (both forms): each gets Accepted, as models do.
+    canary: tuple[InferenceModelRewrite | InferenceObjective, ...] = ()
 
 
 def _by_object(problems: Sequence[Problem]) -> dict[tuple[str, str, str], list[Problem]]:
@@ -51,14 +55,16 @@ def _by_object(problems: Sequence[Problem]) -> dict[tuple[str, str, str], list[P
 
 
 def _condition(
-    obj: InferencePool | InferenceModel,
+    obj: InferencePool | InferenceModel | InferenceModelRewrite | InferenceObjective,
     kind: str,
     condition_type: str,
     problems: Sequence[Problem],
     parent: ParentRef | None,
 ) -> ConditionUpdate:
     """False with the first problem's reason (all messages joined) when there are problems, else True."""
-    relevant = [p for p in problems if p.condition_type == condition_type]
+    relevant = [
+        p for p in problems if p.condition_type == condition_type and p.api_version in ("", obj.api_version)
+    ]
     status, reason, message = TRUE, condition_type, ""
     if relevant:
         status, reason = FALSE, relevant[0].reason
@@ -89,6 +95,10 @@ def condition_updates(report: StatusReport) -> list[ConditionUpdate]:
     for model in sorted(report.models, key=lambda m: (m.meta.namespace, m.meta.name)):
         found = problems.get((KIND_MODEL, model.meta.namespace, model.meta.name), [])
         updates.append(_condition(model, KIND_MODEL, Condition.ACCEPTED, found, None))
+    for obj in sorted(report.canary, key=lambda c: (type(c).__name__, c.meta.namespace, c.meta.name)):
+        kind = type(obj).__name__  # the class names are the kinds
+        found = problems.get((kind, obj.meta.namespace, obj.meta.name), [])
+        updates.append(_condition(obj, kind, Condition.ACCEPTED, found, None))
     for pool in sorted(report.pools, key=lambda p: (p.meta.namespace, p.meta.name)):
         key = (pool.meta.namespace, pool.meta.name)
         found = problems.get((KIND_POOL, *key), [])
