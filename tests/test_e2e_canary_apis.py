@@ -53,10 +53,14 @@ async def test_a_lora_canary_as_a_rewrite_splits_like_the_seed_inference_model(t
         rewrite_weights = await _weights(gw, REWRITE_ROUTE)
         rewrite = await send_many(gw, LORA_BODY, 400, concurrency=16)
         _served_only(gw)
-    assert rewrite_weights == seed_weights == {
-        "inference/default/vllm-llama2-7b-pool/tweet-summary": 50,
-        "inference/default/vllm-llama2-7b-pool/sql-lora": 50,
-    }
+    assert (
+        rewrite_weights
+        == seed_weights
+        == {
+            "inference/default/vllm-llama2-7b-pool/tweet-summary": 50,
+            "inference/default/vllm-llama2-7b-pool/sql-lora": 50,
+        }
+    )
     assert rewrite.ok == seed.ok == 400, rewrite.errors[:5]
     assert set(rewrite.models) == set(seed.models) == {"tweet-summary", "sql-lora"}
     # 400 draws of a fair split: a standard deviation of 2.5 points; 10 points is four of them.
