@@ -1,4 +1,4 @@
-"""`python -m api validate FILE...`: check every InferencePool/InferenceModel in multi-document YAML."""
+"""`python -m api validate FILE...`: check every inference object (pools, models, rewrites...) in YAML."""
 
 from __future__ import annotations
 
