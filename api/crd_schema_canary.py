@@ -93,9 +93,10 @@ def objective_schema() -> Schema:
     spec = c._object(
         "Desired state of the objective; requests name it in `x-gateway-inference-objective`.",
         {
+            # An int32, said by its bounds: with `format: int32` as well the API server reports an
+            # out-of-range value twice, once without a field path.
             "priority": {
                 "type": "integer",
-                "format": "int32",
                 "minimum": v.INT32_MIN,
                 "maximum": v.INT32_MAX,
                 "description": "Higher is more important; unset is 0; negative is sheddable.",
