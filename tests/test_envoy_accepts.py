@@ -42,6 +42,7 @@ CASES = [
     "backendref-root-prefix",
     "privileged-port",
     "conflicts",
+    "rewrite-objectives",
 ]
 STARTUP_SECONDS = 60.0
 
