@@ -21,6 +21,7 @@ from extserver.compile.inputs import Condition, Problem, Reason
 
 _POOL_REF_GROUPS = (GROUP_X, GROUP_GA)
 _RESERVED_TARGETS = ("picker",)  # would collide with the picker cluster's name
+REWRITE_CRITICALITY = Criticality.STANDARD.value  # a rewrite has none; an objective variant sets one
 
 PoolKey = tuple[str, str]
 # (namespace, pool, client model) -> the object that serves it: the oldest exact claim wins.
@@ -207,6 +208,3 @@ def plan_objectives(
             )
         )
     return out, problems
-
-
-REWRITE_CRITICALITY = Criticality.STANDARD.value  # a rewrite has none; an objective header sets one
