@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from api import crd_schema as c
 from api import validation as v
-from api.canary import GROUP_LLMD
 from api.model import GROUP_GA, GROUP_X
+from api.rewrite import GROUP_LLMD
 
 Schema = c.Schema
 

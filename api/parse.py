@@ -7,7 +7,6 @@ from typing import Any
 
 from api import validation as v
 from api.attach_to import AttachToError, parse_attach_to, render_attach_to
-from api.canary import KIND_REWRITE, InferenceModelRewrite, InferenceObjective
 from api.contract import ANNOTATION_ATTACH_TO
 from api.errors import ValidationError
 from api.model import (
@@ -28,6 +27,7 @@ from api.model import (
     TargetModel,
 )
 from api.parse_canary import canary_spec, owns_canary, parse_canary
+from api.rewrite import KIND_REWRITE, InferenceModelRewrite, InferenceObjective
 from api.validation import FieldErrors
 
 KIND_POOL = "InferencePool"

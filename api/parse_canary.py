@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from api import validation as v
-from api.canary import (
+from api.model import GROUP_GA, ObjectMeta
+from api.rewrite import (
     CANARY_API_VERSIONS,
     KIND_OBJECTIVE,
     KIND_REWRITE,
@@ -17,7 +18,6 @@ from api.canary import (
     RewriteRule,
     RewriteTarget,
 )
-from api.model import GROUP_GA, ObjectMeta
 from api.validation import FieldErrors
 
 CANARY_KINDS = (KIND_REWRITE, KIND_OBJECTIVE)

@@ -38,7 +38,7 @@ APP_PROTOCOLS = ("http", "kubernetes.io/h2c")
 FAILURE_MODES = ("FailOpen", "FailClose")
 CRITICALITIES = ("Critical", "Standard", "Sheddable")
 CONDITIONS_MAX = 8
-# InferenceModelRewrite / InferenceObjective (api/canary.py). Upstream sets no list limits; ours keep
+# InferenceModelRewrite / InferenceObjective (api/rewrite.py). Upstream sets no list limits; ours keep
 # the CEL rules within the API server's cost budget and the compiled routes few.
 REWRITE_RULES_MAX = 32
 REWRITE_MATCHES_MAX = 32

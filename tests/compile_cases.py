@@ -13,10 +13,10 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from google.protobuf.json_format import MessageToDict
 
-from api.canary import InferenceModelRewrite, InferenceObjective
 from api.errors import ValidationError
 from api.model import InferenceModel, InferencePool
 from api.parse import describe, owns, parse_object
+from api.rewrite import InferenceModelRewrite, InferenceObjective
 from extserver.compile import (
     CompileInputs,
     CompileOptions,

@@ -207,8 +207,8 @@ def test_generated_crds_are_up_to_date() -> None:
 
 
 def test_every_owned_version_has_a_served_schema(schemas: dict[tuple[str, str], dict[str, Any]]) -> None:
-    from api.canary import CANARY_API_VERSIONS
     from api.model import MODEL_API_VERSIONS, POOL_API_VERSIONS
+    from api.rewrite import CANARY_API_VERSIONS
 
     expected = (
         {(v, "InferencePool") for v in POOL_API_VERSIONS}

@@ -11,10 +11,10 @@ import yaml
 from envoy.config.route.v3.route_components_pb2 import Route
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
-from api.canary import LLMD_V1ALPHA2, InferenceModelRewrite, InferenceObjective
 from api.contract import HEADER_INFERENCE_OBJECTIVE, METADATA_NAMESPACE, MetadataKey
 from api.model import V1ALPHA2
 from api.parse import parse_object
+from api.rewrite import LLMD_V1ALPHA2, InferenceModelRewrite, InferenceObjective
 from extserver.compile import build_plan, compile_translation
 from extserver.compile.inputs import CompileInputs, Condition, Reason
 from extserver.eg.standin import build_eg_xds_by_gateway

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import structlog
 from kubernetes.client import ApiClient
 
-from api.canary import CANARY_API_VERSIONS, KIND_OBJECTIVE, KIND_REWRITE
 from api.model import V1, V1ALPHA1, V1ALPHA2
+from api.rewrite import CANARY_API_VERSIONS, KIND_OBJECTIVE, KIND_REWRITE
 from api.sources.kubeapi import KubeApiError, iter_json_lines, open_request, request_json, resource_path
 from api.sources.store import ObjectStore, Snapshot, key_of, resource_version_of
 

@@ -14,9 +14,9 @@ from typing import Any, NamedTuple, TypeVar
 import structlog
 
 from api import parse
-from api.canary import InferenceModelRewrite, InferenceObjective
 from api.errors import ValidationError
 from api.model import MODEL_API_VERSIONS, POOL_API_VERSIONS, InferenceModel, InferencePool, Pod
+from api.rewrite import InferenceModelRewrite, InferenceObjective
 from api.sources.pods import parse_pod
 
 log = structlog.get_logger(__name__)

@@ -10,9 +10,9 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from api import contract
-from api.canary import InferenceModelRewrite, InferenceObjective
 from api.httproute import RuleBackends, RuleKey
 from api.model import InferenceModel, InferencePool
+from api.rewrite import InferenceModelRewrite, InferenceObjective
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 
 from api import contract
-from api.canary import KIND_OBJECTIVE, KIND_REWRITE, InferenceModelRewrite
 from api.contract import picker_service_host
 from api.model import GROUP_X, AttachTo, FailureMode, InferenceModel, InferencePool
 from api.parse import KIND_MODEL, KIND_POOL
+from api.rewrite import KIND_OBJECTIVE, KIND_REWRITE, InferenceModelRewrite
 from extserver.compile import naming
 from extserver.compile.inputs import CompileInputs, Condition, Problem, Reason
 from extserver.compile.plan_canary import (

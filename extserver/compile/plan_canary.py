@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from api.canary import (
+from api.model import GROUP_GA, GROUP_X, Criticality, InferenceModel
+from api.rewrite import (
     KIND_OBJECTIVE,
     KIND_REWRITE,
     InferenceModelRewrite,
@@ -15,7 +16,6 @@ from api.canary import (
     RewriteRule,
     api_version_rank,
 )
-from api.model import GROUP_GA, GROUP_X, Criticality, InferenceModel
 from extserver.compile import naming
 from extserver.compile.inputs import Condition, Problem, Reason
 

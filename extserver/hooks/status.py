@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from api.canary import InferenceModelRewrite, InferenceObjective
 from api.model import V1ALPHA1, InferenceModel, InferencePool
 from api.parse import KIND_MODEL, KIND_POOL
+from api.rewrite import InferenceModelRewrite, InferenceObjective
 from api.sources.status import ConditionUpdate, ConditionWriter, ParentRef, PoolRef
 from extserver.compile import Problem
 from extserver.compile.inputs import Condition

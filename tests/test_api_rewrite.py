@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from api.canary import LLMD_V1ALPHA2, InferenceModelRewrite, InferenceObjective, criticality_of
 from api.model import GROUP_GA, V1ALPHA2, Criticality
 from api.parse import owns, parse_object, to_dict
+from api.rewrite import LLMD_V1ALPHA2, InferenceModelRewrite, InferenceObjective, criticality_of
 from api.sources.status import with_condition
 from api.sources.store import ObjectStore
 from extserver.revisions import gateway_digests
