@@ -1,7 +1,7 @@
 """CRD schemas of InferenceModelRewrite and InferenceObjective, in both groups (llm-d.ai, x-k8s).
 
 Each group gets its own CRD with one served version, v1alpha2, and the same schema: the two forms are
-distinct objects (api/canary.py says which wins when both exist), not versions of one.
+distinct objects (api/rewrite.py says which wins when both exist), not versions of one.
 """
 
 from __future__ import annotations
