@@ -1,4 +1,4 @@
-"""`python -m api validate FILE...`: check every InferencePool/InferenceModel in multi-document YAML."""
+"""`python -m api validate FILE...`: check every inference object (pools, models, rewrites...) in YAML."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from api.errors import ValidationError
-from api.model import InferenceModel, InferencePool
-from api.parse import owns, parse_object
+from api.parse import Parsed, owns, parse_object
 from api.yamlio import ManifestError, load_documents
 
 
@@ -25,7 +24,7 @@ def validate_file(path: str, out: TextIO) -> bool:
         if not owns(doc):
             continue
         try:
-            obj: InferencePool | InferenceModel = parse_object(doc)
+            obj: Parsed = parse_object(doc)
         except ValidationError as exc:
             ok = False
             for error in exc.errors:

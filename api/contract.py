@@ -18,6 +18,9 @@ class MetadataKey:
     WEIGHT = "weight"
     CRITICALITY = "criticality"
     SOURCE = "source"  # "<Kind> <ns>/<name>" of the object that produced the resource
+    # On a model route's InferenceObjective variant (x-gateway-inference-objective matched):
+    PRIORITY = "priority"  # the objective's spec.priority (the route's criticality is mapped from it)
+    OBJECTIVE = "objective"  # the objective's name
     ROLE = "role"  # one of Role.*
     # For debugging (the compiler writes them, nothing reads them back at request time):
     TARGETS = "targets"  # on model routes: list of {target_model, weight, cluster}

@@ -373,6 +373,8 @@ def _version(name: str, storage: bool, schema: Schema, columns: list[Schema]) ->
 
 def crds() -> list[Schema]:
     """Every CRD manifest this project installs, in a stable order."""
+    from api.crd_schema_canary import canary_crds  # it builds on this module's helpers
+
     pool_x_columns = [
         {"name": "Target Port", "type": "integer", "jsonPath": ".spec.targetPortNumber"},
         {"name": "Picker", "type": "string", "jsonPath": ".spec.extensionRef.name"},
@@ -424,4 +426,5 @@ def crds() -> list[Schema]:
                 GIE_BUNDLE_VERSION_ANNOTATION: GIE_BUNDLE_VERSION,
             },
         ),
+        *canary_crds(),
     ]

@@ -26,11 +26,14 @@ from api.model import (
     PoolRef,
     TargetModel,
 )
+from api.parse_canary import canary_spec, owns_canary, parse_canary
+from api.rewrite import KIND_REWRITE, InferenceModelRewrite, InferenceObjective
 from api.validation import FieldErrors
 
 KIND_POOL = "InferencePool"
 KIND_MODEL = "InferenceModel"
 DEFAULT_NAMESPACE = "default"
+Parsed = InferencePool | InferenceModel | InferenceModelRewrite | InferenceObjective
 
 # v1alpha1 calls the picker port extensionRef.targetPortNumber, v1alpha2 calls it portNumber. Both CRD
 # versions carry both names (see hack/gen_crds.py: no conversion webhook), so each version reads its
@@ -40,8 +43,11 @@ _PICKER_PORT_KEYS_DEFAULT = ("portNumber", "targetPortNumber")
 
 
 def owns(obj: Mapping[str, Any]) -> bool:
-    """True for InferencePool (all three versions) and InferenceModel (v1alpha1, v1alpha2)."""
+    """True for InferencePool (all three versions), InferenceModel (v1alpha1, v1alpha2) and the canary
+    kinds InferenceModelRewrite and InferenceObjective (llm-d.ai and x-k8s v1alpha2)."""
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    if owns_canary(obj):
+        return True
     if kind == KIND_POOL:
         return api_version in POOL_API_VERSIONS
     if kind == KIND_MODEL:
@@ -57,23 +63,25 @@ def describe(obj: Mapping[str, Any]) -> str:
     return f"{obj.get('kind') or '<no kind>'} {namespace}/{meta.get('name') or '<no name>'}"
 
 
-def parse_object(obj: Mapping[str, Any]) -> InferencePool | InferenceModel:
+def parse_object(obj: Mapping[str, Any]) -> Parsed:
     """Apply defaults and check every rule; raise ValidationError listing all problems found."""
     label = describe(obj)
     if not owns(obj):
         raise ValidationError(
             [
                 f"{label}: apiVersion {obj.get('apiVersion')!r} kind {obj.get('kind')!r} is not an "
-                "InferencePool or InferenceModel this project serves"
+                "inference kind this project serves"
             ]
         )
     api_version = str(obj["apiVersion"])
     errors = FieldErrors()
     meta = _parse_meta(obj, errors)
     spec = errors.mapping(obj, "spec", "spec", required=True)
-    result: InferencePool | InferenceModel | None = None
+    result: Parsed | None = None
     if spec is not None and meta is not None:
-        if obj["kind"] == KIND_MODEL:
+        if owns_canary(obj):
+            result = parse_canary(api_version, str(obj["kind"]), meta, spec, errors)
+        elif obj["kind"] == KIND_MODEL:
             result = _parse_model(api_version, meta, spec, errors)
         elif api_version == V1:
             result = _parse_pool_ga(meta, spec, errors)
@@ -322,14 +330,18 @@ def _target_models(api_version: str, spec: Mapping[str, Any], errors: FieldError
     return tuple(targets)
 
 
-def to_dict(obj: InferencePool | InferenceModel) -> dict[str, Any]:
+def to_dict(obj: Parsed) -> dict[str, Any]:
     """The Kubernetes form in the object's own apiVersion; parse_object(to_dict(x)) == x."""
-    kind = KIND_MODEL if isinstance(obj, InferenceModel) else KIND_POOL
-    spec = _model_spec(obj) if isinstance(obj, InferenceModel) else _pool_spec(obj)
+    if isinstance(obj, InferenceModelRewrite | InferenceObjective):
+        kind = KIND_REWRITE if isinstance(obj, InferenceModelRewrite) else "InferenceObjective"
+        spec = canary_spec(obj)
+    else:
+        kind = KIND_MODEL if isinstance(obj, InferenceModel) else KIND_POOL
+        spec = _model_spec(obj) if isinstance(obj, InferenceModel) else _pool_spec(obj)
     return {"apiVersion": obj.api_version, "kind": kind, "metadata": _meta_dict(obj), "spec": spec}
 
 
-def _meta_dict(obj: InferencePool | InferenceModel) -> dict[str, Any]:
+def _meta_dict(obj: Parsed) -> dict[str, Any]:
     m = obj.meta
     out: dict[str, Any] = {"name": m.name, "namespace": m.namespace}
     if m.uid:

@@ -38,11 +38,20 @@ APP_PROTOCOLS = ("http", "kubernetes.io/h2c")
 FAILURE_MODES = ("FailOpen", "FailClose")
 CRITICALITIES = ("Critical", "Standard", "Sheddable")
 CONDITIONS_MAX = 8
+# InferenceModelRewrite / InferenceObjective (api/rewrite.py). Upstream sets no list limits; ours keep
+# the CEL rules within the API server's cost budget and the compiled routes few.
+REWRITE_RULES_MAX = 32
+REWRITE_MATCHES_MAX = 32
+REWRITE_TARGETS_MAX = 16
+MATCH_TYPES = ("Exact",)
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
 PARENTS_MAX = 32
 
 # CEL rules (the CRDs carry them; api/parse.py implements the same checks in Python).
 CEL_WEIGHTS_ALL_OR_NONE = "self.all(t, has(t.weight)) || self.all(t, !has(t.weight))"
 MSG_WEIGHTS_ALL_OR_NONE = "weights must be set on all targetModels or on none"
+MSG_TARGET_WEIGHTS_ALL_OR_NONE = "weights must be set on all targets or on none"
 CEL_UNIQUE_TARGET_PORTS = "self.all(p1, self.exists_one(p2, p1.number == p2.number))"
 MSG_UNIQUE_TARGET_PORTS = "port numbers must be unique"
 CEL_SERVICE_NEEDS_PORT = "self.kind != 'Service' || has(self.port)"

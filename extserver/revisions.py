@@ -80,6 +80,10 @@ def gateway_digests(
             f"model {m.api_version} {m.key} {m.meta.generation}{_annotations_text(m.meta)}"
             for m in snapshot.models_for_pool(pool.key)
         }
+        items |= {
+            f"{type(c).__name__} {c.api_version} {c.key} {c.meta.generation}"
+            for c in snapshot.canary_for_pool(pool.key)
+        }
         for gateway in gateways:
             served.setdefault(gateway, set()).update(items)
     return {

@@ -1,10 +1,10 @@
-"""Request lifecycle: parse the body, resolve pool/target/criticality, schedule, rewrite; then release."""
+"""Request lifecycle: parse the body, resolve pool/target/criticality/priority, schedule, rewrite; release."""
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -112,7 +112,8 @@ class Director:
             view = self._pool(request)
             pool = view.pool.key
             target, criticality = self._target(request, view, parsed)
-            return self._schedule(request, raw, view, parsed, target, criticality)
+            priority = _priority(request.attributes.route_metadata)
+            return self._schedule(request, raw, view, parsed, target, criticality, priority)
         except PickerError as error:
             error.model, error.target, error.pool = model, target, pool
             raise
@@ -125,6 +126,7 @@ class Director:
         parsed: ParsedBody,
         target: str,
         criticality: Criticality,
+        priority: int = 0,
     ) -> Routed:
         snapshot = self.datastore.snapshot_for(view.pool.key)
         inference = InferenceRequest(
@@ -132,6 +134,7 @@ class Director:
             model=parsed.model,
             target_model=target,
             criticality=criticality,
+            priority=priority,
             prompt=parsed.prompt,
             subset_hint=request.subset_hint,
         )
@@ -152,6 +155,8 @@ class Director:
             pool=view.pool.key,
             endpoint=chosen[0],
             fallbacks=list(chosen[1:]),
+            criticality=inference.criticality.value,
+            priority=inference.priority,
             scores=outcome.scores,
         )
         self.scheduler.record(outcome)  # prefix affinity: the primary now holds this prompt
@@ -220,6 +225,14 @@ class Director:
             return model.model_name
         names = [t.name for t in targets]
         return self.rng.choices(names, weights=[t.weight or 0 for t in targets])[0]
+
+
+def _priority(route_md: Mapping[str, Any] | None) -> int:
+    """The InferenceObjective priority the route variant carries (a JSON number), else 0."""
+    value = (route_md or {}).get(MetadataKey.PRIORITY)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    return 0
 
 
 def _criticality(value: Any) -> Criticality | None:

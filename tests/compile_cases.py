@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from api.errors import ValidationError
 from api.model import InferenceModel, InferencePool
 from api.parse import describe, owns, parse_object
+from api.rewrite import InferenceModelRewrite, InferenceObjective
 from extserver.compile import (
     CompileInputs,
     CompileOptions,
@@ -42,6 +43,8 @@ def compile_inputs(objects: Sequence[Mapping[str, Any]]) -> tuple[CompileInputs,
     """Parse the inference objects; validation errors are returned as text (the parser's concern)."""
     pools: list[InferencePool] = []
     models: list[InferenceModel] = []
+    rewrites: list[InferenceModelRewrite] = []
+    objectives: list[InferenceObjective] = []
     invalid: list[str] = []
     for obj in objects:
         if not owns(obj):
@@ -51,8 +54,18 @@ def compile_inputs(objects: Sequence[Mapping[str, Any]]) -> tuple[CompileInputs,
         except ValidationError as err:
             invalid.append(f"{describe(obj)}: {err}")
             continue
-        (pools if isinstance(parsed, InferencePool) else models).append(parsed)
-    return CompileInputs(tuple(pools), tuple(models)), invalid
+        if isinstance(parsed, InferencePool):
+            pools.append(parsed)
+        elif isinstance(parsed, InferenceModel):
+            models.append(parsed)
+        elif isinstance(parsed, InferenceModelRewrite):
+            rewrites.append(parsed)
+        else:
+            objectives.append(parsed)
+    inputs = CompileInputs(
+        tuple(pools), tuple(models), rewrites=tuple(rewrites), objectives=tuple(objectives)
+    )
+    return inputs, invalid
 
 
 def apply_hooks(eg: EgXds, inputs: CompileInputs, options: CompileOptions = OPTIONS) -> None:

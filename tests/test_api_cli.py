@@ -20,7 +20,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_accepts_both_seed_samples() -> None:
-    samples = sorted(str(p) for p in (ROOT / "config" / "samples").glob("*.yaml"))
+    samples = sorted(str(p) for p in (ROOT / "config" / "samples").glob("seed-*.yaml"))
     assert len(samples) == 2
     result = run(*samples)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -29,6 +29,15 @@ def test_accepts_both_seed_samples() -> None:
         "ok   InferenceModel default/inferencemodel-sample (v1alpha1)",
         "ok   InferencePool default/vllm-llama2-7b-pool (v1alpha1)",
         "ok   InferenceModel default/inferencemodel-sample (v1alpha1)",
+    ]
+
+
+def test_accepts_the_rewrite_sample() -> None:
+    result = run(str(ROOT / "config" / "samples" / "rewrite-lora-canary.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "ok   InferenceModelRewrite default/lora-request-canary (v1alpha2)",
+        "ok   InferenceObjective default/batch (v1alpha2)",
     ]
 
 

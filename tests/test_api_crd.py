@@ -208,10 +208,13 @@ def test_generated_crds_are_up_to_date() -> None:
 
 def test_every_owned_version_has_a_served_schema(schemas: dict[tuple[str, str], dict[str, Any]]) -> None:
     from api.model import MODEL_API_VERSIONS, POOL_API_VERSIONS
+    from api.rewrite import CANARY_API_VERSIONS
 
-    expected = {(v, "InferencePool") for v in POOL_API_VERSIONS} | {
-        (v, "InferenceModel") for v in MODEL_API_VERSIONS
-    }
+    expected = (
+        {(v, "InferencePool") for v in POOL_API_VERSIONS}
+        | {(v, "InferenceModel") for v in MODEL_API_VERSIONS}
+        | {(v, k) for v in CANARY_API_VERSIONS for k in ("InferenceModelRewrite", "InferenceObjective")}
+    )
     assert set(schemas) == expected
 
 
@@ -224,9 +227,9 @@ def test_exactly_one_storage_version_per_crd() -> None:
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
-def test_crds_accept_seed_objects(sample: Path, schemas: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_crds_accept_sample_objects(sample: Path, schemas: dict[tuple[str, str], dict[str, Any]]) -> None:
     owned = [doc for doc in load_documents(sample) if owns(doc)]
-    assert len(owned) == 2
+    assert len(owned) >= 2  # a pool and what routes in it, at least
     for doc in owned:
         assert crd_errors(schemas, doc) == [], describe(doc)
         parse_object(doc)

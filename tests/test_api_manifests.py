@@ -21,6 +21,7 @@ CUSTOM_GROUPS = (
     "gateway.networking.k8s.io",
     "gateway.networking.x-k8s.io",
     "gateway.envoyproxy.io",
+    "llm-d.ai",
 )
 
 

@@ -69,7 +69,7 @@ def test_owns_only_served_kinds() -> None:
     assert owns({"apiVersion": V1ALPHA2, "kind": "InferenceModel"})
     assert not owns({"apiVersion": V1, "kind": "InferenceModel"})
     assert not owns({"apiVersion": "apps/v1", "kind": "Deployment"})
-    with pytest.raises(ValidationError, match="not an InferencePool or InferenceModel"):
+    with pytest.raises(ValidationError, match="not an inference kind this project serves"):
         parse_object({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}})
 
 

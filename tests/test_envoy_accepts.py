@@ -44,6 +44,7 @@ CASES = [
     "conflicts",
     "sticky-canary",
     "backendref-sticky-canary",
+    "rewrite-objectives",
 ]
 STARTUP_SECONDS = 60.0
 

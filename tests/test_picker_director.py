@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from api.contract import MetadataKey, Role
+from api.model import Criticality
 from api.sources.store import ObjectStore
 from picker.datastore import Datastore
 from picker.director import Director, Routed, RouteRequest
@@ -252,3 +253,43 @@ def test_outcomes_from_the_access_log_count_errors_and_tokens_per_model_and_targ
     assert registry.get_sample_value("inference_model_output_tokens_sum", labels) == 16
     errors = {**labels, "error_code": "ModelServerError"}
     assert registry.get_sample_value("inference_model_request_error_total", errors) == 1
+
+
+class _RecordingScheduler:
+    """Keeps the requests it is asked to schedule; answers with the first endpoint."""
+
+    def __init__(self) -> None:
+        self.requests: list[InferenceRequest] = []
+
+    def schedule(self, request: InferenceRequest, endpoints: Sequence[Endpoint]) -> Decision | Rejection:
+        self.requests.append(request)
+        return Decision(endpoints=(endpoints[0].address,))
+
+    def record(self, decision: Decision) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("route_md", "criticality", "priority"),
+    [
+        # An InferenceObjective variant of a model route: its priority and the criticality mapped from it.
+        ({MetadataKey.PRIORITY: -5.0, MetadataKey.CRITICALITY: "Sheddable"}, Criticality.SHEDDABLE, -5),
+        ({MetadataKey.PRIORITY: 10.0, MetadataKey.CRITICALITY: "Critical"}, Criticality.CRITICAL, 10),
+        # The plain route (no objective named): the InferenceModel's criticality, priority 0.
+        ({MetadataKey.CRITICALITY: "Critical"}, Criticality.CRITICAL, 0),
+        ({}, Criticality.STANDARD, 0),
+    ],
+)
+def test_priority_and_criticality_come_from_the_route(
+    route_md: dict[str, object], criticality: Criticality, priority: int
+) -> None:
+    rig = Rig()
+    scheduler = _RecordingScheduler()
+    rig.director.scheduler = scheduler
+    attributes = RequestAttributes(
+        cluster_metadata=_target_cluster("base").cluster_metadata,
+        route_metadata={MetadataKey.POOL_NAMESPACE: NS, MetadataKey.POOL_NAME: "pool", **route_md},
+    )
+    rig.route("base", attributes=attributes)
+    (request,) = scheduler.requests
+    assert (request.criticality, request.priority) == (criticality, priority)

@@ -21,6 +21,7 @@ import structlog
 from kubernetes.client import ApiClient
 
 from api.model import V1, V1ALPHA1, V1ALPHA2
+from api.rewrite import CANARY_API_VERSIONS, KIND_OBJECTIVE, KIND_REWRITE
 from api.sources.kubeapi import KubeApiError, iter_json_lines, open_request, request_json, resource_path
 from api.sources.store import ObjectStore, Snapshot, key_of, resource_version_of
 
@@ -54,13 +55,19 @@ POOL_KINDS = tuple(
 MODEL_KINDS = tuple(
     KindSpec(v, "InferenceModel", "inferencemodels", fresh_at_hook=True) for v in (V1ALPHA1, V1ALPHA2)
 )
+# Both groups of the canary kinds; a group whose CRD is not installed answers 404 and is skipped.
+CANARY_KINDS = tuple(
+    KindSpec(v, kind, plural, fresh_at_hook=True)
+    for v in CANARY_API_VERSIONS
+    for kind, plural in ((KIND_REWRITE, "inferencemodelrewrites"), (KIND_OBJECTIVE, "inferenceobjectives"))
+)
 POD_KIND = KindSpec("v1", "Pod", "pods")
 SERVICE_KIND = KindSpec("v1", "Service", "services")
 GATEWAY_KIND = KindSpec("gateway.networking.k8s.io/v1", "Gateway", "gateways")
 # Relisted at hook time too: EG translates right after an HTTPRoute edit, and its weights and mirrors
 # are compiled; a watch event arriving after the hook call would leave the edit out until the next one.
 HTTPROUTE_KIND = KindSpec("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", fresh_at_hook=True)
-INFERENCE_KINDS = POOL_KINDS + MODEL_KINDS
+INFERENCE_KINDS = POOL_KINDS + MODEL_KINDS + CANARY_KINDS
 
 
 @dataclass

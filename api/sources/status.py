@@ -1,4 +1,4 @@
-"""Reporting conditions on InferencePools/InferenceModels: status subresource in a cluster, logs locally."""
+"""Reporting conditions on the inference kinds: status subresource in a cluster, logs locally."""
 
 from __future__ import annotations
 
@@ -20,7 +20,12 @@ log = structlog.get_logger(__name__)
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 CONDITIONS_MAX = 8
 PARENTS_MAX = 32
-_PLURALS = {"InferencePool": "inferencepools", "InferenceModel": "inferencemodels"}
+_PLURALS = {
+    "InferencePool": "inferencepools",
+    "InferenceModel": "inferencemodels",
+    "InferenceModelRewrite": "inferencemodelrewrites",
+    "InferenceObjective": "inferenceobjectives",
+}
 # v1alpha2 (v0.5+) default status: a placeholder parent that a real entry replaces.
 _PLACEHOLDER_PARENT = {"kind": "Status", "name": "default"}
 

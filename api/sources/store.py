@@ -16,6 +16,7 @@ import structlog
 from api import parse
 from api.errors import ValidationError
 from api.model import MODEL_API_VERSIONS, POOL_API_VERSIONS, InferenceModel, InferencePool, Pod
+from api.rewrite import InferenceModelRewrite, InferenceObjective
 from api.sources.pods import parse_pod
 
 log = structlog.get_logger(__name__)
@@ -59,7 +60,7 @@ class _Entry:
     """One stored object: its raw form plus what it parsed to (or why it did not)."""
 
     raw: Mapping[str, Any]
-    parsed: InferencePool | InferenceModel | Pod | None
+    parsed: parse.Parsed | Pod | None
     errors: tuple[str, ...] = ()
 
 
@@ -74,6 +75,10 @@ class Snapshot:
     version: int = 0
     pools: Mapping[str, InferencePool] = field(default_factory=lambda: MappingProxyType({}))
     models: Mapping[str, InferenceModel] = field(default_factory=lambda: MappingProxyType({}))
+    # Both forms (llm-d.ai, x-k8s) of the canary kinds, keyed "<apiVersion> <ns>/<name>": the compiler
+    # decides which form wins and reports the other (extserver/compile/plan_canary.py).
+    rewrites: Mapping[str, InferenceModelRewrite] = field(default_factory=lambda: MappingProxyType({}))
+    objectives: Mapping[str, InferenceObjective] = field(default_factory=lambda: MappingProxyType({}))
     pods: Mapping[str, Pod] = field(default_factory=lambda: MappingProxyType({}))
     others: tuple[Mapping[str, Any], ...] = ()
     invalid: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
@@ -101,6 +106,16 @@ class Snapshot:
             and m.pool_ref.kind == "InferencePool"
         ]
         return tuple(sorted(found, key=lambda m: (m.meta.creation_timestamp, m.meta.name)))
+
+    def canary_for_pool(self, pool_key: str) -> tuple[InferenceModelRewrite | InferenceObjective, ...]:
+        """Rewrites and objectives (both forms) naming pool `ns/name`, sorted by apiVersion and key."""
+        namespace, _, name = pool_key.partition("/")
+        every: list[InferenceModelRewrite | InferenceObjective] = [
+            *self.rewrites.values(),
+            *self.objectives.values(),
+        ]
+        found = [c for c in every if c.meta.namespace == namespace and c.pool_ref.name == name]
+        return tuple(sorted(found, key=lambda c: (type(c).__name__, c.api_version, c.key)))
 
     def pods_for_pool(self, pool: InferencePool) -> tuple[Pod, ...]:
         """Ready, non-terminating pods with an IP in the pool's namespace matching its selector."""
@@ -361,6 +376,8 @@ def _entry_for(obj: Mapping[str, Any]) -> _Entry:
 def _build_snapshot(version: int, entries: Mapping[ObjectKey, _Entry]) -> Snapshot:
     pools: dict[str, list[tuple[ObjectKey, InferencePool]]] = {}
     models: dict[str, list[tuple[ObjectKey, InferenceModel]]] = {}
+    rewrites: dict[str, InferenceModelRewrite] = {}
+    objectives: dict[str, InferenceObjective] = {}
     pods: dict[str, Pod] = {}
     others: list[Mapping[str, Any]] = []
     invalid: dict[str, tuple[str, ...]] = {}
@@ -373,6 +390,10 @@ def _build_snapshot(version: int, entries: Mapping[ObjectKey, _Entry]) -> Snapsh
             pools.setdefault(parsed.key, []).append((key, parsed))
         elif isinstance(parsed, InferenceModel):
             models.setdefault(parsed.key, []).append((key, parsed))
+        elif isinstance(parsed, InferenceModelRewrite):
+            rewrites[f"{parsed.api_version} {parsed.key}"] = parsed
+        elif isinstance(parsed, InferenceObjective):
+            objectives[f"{parsed.api_version} {parsed.key}"] = parsed
         elif isinstance(parsed, Pod):
             pods[parsed.key] = parsed
         else:
@@ -381,6 +402,8 @@ def _build_snapshot(version: int, entries: Mapping[ObjectKey, _Entry]) -> Snapsh
         version=version,
         pools=MappingProxyType(_pick_one_per_name("InferencePool", pools, invalid)),
         models=MappingProxyType(_pick_one_per_name("InferenceModel", models, invalid)),
+        rewrites=MappingProxyType(rewrites),
+        objectives=MappingProxyType(objectives),
         pods=MappingProxyType(pods),
         others=tuple(others),
         invalid=MappingProxyType(invalid),

@@ -3,7 +3,8 @@
 from extserver.compile.backend_ref import patch_cluster, patch_route
 from extserver.compile.cache import CompileCache
 from extserver.compile.inputs import CompileInputs, CompileOptions, Problem, TranslationOutput
-from extserver.compile.plan import Plan, build_plan, plan_to_dict
+from extserver.compile.plan import Plan, build_plan
+from extserver.compile.plan_view import plan_to_dict
 from extserver.compile.translate import compile_translation
 
 __all__ = [

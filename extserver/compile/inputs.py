@@ -12,6 +12,7 @@ from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from api import contract
 from api.httproute import RuleBackends, RuleKey
 from api.model import InferenceModel, InferencePool
+from api.rewrite import InferenceModelRewrite, InferenceObjective
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class CompileInputs:
     services: Mapping[str, Mapping[str, str]] | None = None
     # HTTPRoute rules naming pools (api/httproute.py): the weights of a rule with several pools.
     rules: Mapping[RuleKey, RuleBackends] | None = None
+    # The canary kinds, both forms (llm-d.ai and x-k8s) as stored; the plan picks one per name.
+    rewrites: tuple[InferenceModelRewrite, ...] = ()
+    objectives: tuple[InferenceObjective, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class Problem:
     condition_type: str
     reason: str
     message: str
+    # Set where two forms of one kind/namespace/name exist (llm-d.ai, x-k8s): the form it is about.
+    api_version: str = ""
 
 
 @dataclass
@@ -78,3 +84,4 @@ class Reason:
     NO_MATCHING_LISTENER = "NoMatchingListener"
     MERGED_GATEWAY = "MergedGatewayUnsupported"
     INVALID_ANNOTATION = "InvalidAnnotation"
+    SUPERSEDED = "SupersededByLlmD"

@@ -31,6 +31,7 @@ from extserver.compile.filters.lua import lua_string
 from extserver.compile.inputs import CompileOptions
 from extserver.compile.listeners import patch_listener_for_pools
 from extserver.compile.mirror import MirrorTarget
+from extserver.compile.objectives import with_objective_variants
 from extserver.compile.plan import PoolPlan
 from extserver.compile.routes import (
     ROUTE_TIMEOUT_SECONDS,
@@ -121,11 +122,16 @@ def _pool_routes(name: str, target: MirrorTarget, options: CompileOptions) -> li
     values[MetadataKey.MIRROR_OF] = target.key
     metadata.set_ours(catch_all.metadata, values)
     template = model_route_template(pool, match, options, parent_route=catch_all)
-    routes = [
-        route
-        for m in pool.models
-        for route in build_model_routes(pool, m, match, options, parent_route=catch_all, template=template)
-    ]
+    routes = with_objective_variants(
+        (
+            route
+            for m in pool.models
+            for route in build_model_routes(
+                pool, m, match, options, parent_route=catch_all, template=template
+            )
+        ),
+        pool,
+    )
     for route in routes:
         # Model routes are the picker's to route (role model-route); the header says which mirror.
         fields = metadata.ours_struct(route.metadata).fields

@@ -81,6 +81,16 @@ def mirror_route(mirror: str, target_key: str) -> str:
     return f"{mirror}/{target_key}"
 
 
+def rewrite_plan_name(rewrite: str, rule: int, model: str | None) -> str:
+    """The name part of a rewrite rule's route (model_route), apart from any InferenceModel's name."""
+    return f"{rewrite}/rules/{rule}/{'generic' if model is None else 'model/' + model}"
+
+
+def objective_route(route: str, objective: str) -> str:
+    """A model route's variant for requests naming an InferenceObjective."""
+    return f"{route}/objective/{objective}"
+
+
 def pool_default_route(namespace: str, pool: str) -> str:
     return f"{_PREFIX}/{namespace}/{pool}/default"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any
 
 from api import contract
 from api.canary import Pin, StickyKey
@@ -13,8 +12,19 @@ from api.contract import picker_service_host
 from api.mirror import MirrorSpec, mirror_annotation
 from api.model import GROUP_X, AttachTo, FailureMode, InferenceModel, InferencePool
 from api.parse import KIND_MODEL, KIND_POOL
+from api.rewrite import KIND_OBJECTIVE, KIND_REWRITE, InferenceModelRewrite
 from extserver.compile import naming
 from extserver.compile.inputs import CompileInputs, Condition, Problem, Reason
+from extserver.compile.plan_canary import (
+    REWRITE_CRITICALITY,
+    ObjectivePlan,
+    Owners,
+    RuleClaim,
+    claim_rewrite,
+    describe_owner,
+    pick_forms,
+    plan_objectives,
+)
 from extserver.compile.sticky import with_canary
 
 _POOL_REF_GROUPS = (GROUP_X, "inference.networking.k8s.io")
@@ -41,6 +51,8 @@ class ModelPlan:
     sticky: StickyKey | None = None
     pins: tuple[Pin, ...] = ()
     mirror: MirrorSpec | None = None  # its mirror annotation (api/mirror.py)
+    # An InferenceModelRewrite's generic rule (no matches): every body model no other route matches.
+    match_any: bool = False
 
     def target(self, model: str) -> TargetPlan | None:
         return next((t for t in self.targets if t.model == model), None)
@@ -84,6 +96,7 @@ class PoolPlan:
     # "ip:port" of the pool's ready endpoints; None when the source does not read Pods
     endpoints: tuple[str, ...] | None = None
     mirror: MirrorSpec | None = None  # its mirror annotation (api/mirror.py)
+    objectives: tuple[ObjectivePlan, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -131,7 +144,7 @@ class Plan:
         return {pool.key: pool for pool in self.pools}
 
 
-def _age_key(obj: InferencePool | InferenceModel) -> tuple[str, str, str]:
+def _age_key(obj: InferencePool | InferenceModel | InferenceModelRewrite) -> tuple[str, str, str]:
     # RFC 3339 UTC timestamps sort as strings; objects without one count as newest.
     return (obj.meta.creation_timestamp or "~", obj.meta.namespace, obj.meta.name)
 
@@ -239,16 +252,35 @@ def _model_problem(model: InferenceModel) -> Problem | None:
     return None
 
 
-def _plan_model(model: InferenceModel, pool: PoolPlan) -> ModelPlan:
-    targets = tuple(
+def _target_plans(pool: PoolPlan, weighted: Iterable[tuple[str, int | None]]) -> tuple[TargetPlan, ...]:
+    return tuple(
         TargetPlan(
-            model=t.name,
-            weight=t.weight or 0,
-            cluster=naming.target_cluster(pool.namespace, pool.name, t.name),
-            eds_resource=naming.eds_resource(pool.namespace, pool.name, t.name),
+            model=name,
+            weight=weight or 0,
+            cluster=naming.target_cluster(pool.namespace, pool.name, name),
+            eds_resource=naming.eds_resource(pool.namespace, pool.name, name),
         )
-        for t in model.weighted_targets()
+        for name, weight in weighted
     )
+
+
+def _plan_rule(claim: RuleClaim, pool: PoolPlan) -> ModelPlan:
+    """One served match (or the generic rule) of a rewrite: the ModelPlan an InferenceModel of that
+    model with these targets would give, so routes, clusters and metadata come out the same."""
+    rule = claim.rewrite.rules[claim.rule]
+    return ModelPlan(
+        namespace=claim.rewrite.meta.namespace,
+        name=claim.plan_name,
+        model_name=claim.model or "",
+        criticality=REWRITE_CRITICALITY,
+        targets=_target_plans(pool, ((t.model, t.weight) for t in rule.weighted_targets())),
+        source=claim.source,
+        match_any=claim.model is None,
+    )
+
+
+def _plan_model(model: InferenceModel, pool: PoolPlan) -> ModelPlan:
+    targets = _target_plans(pool, ((t.name, t.weight) for t in model.weighted_targets()))
     return ModelPlan(
         namespace=model.meta.namespace,
         name=model.meta.name,
@@ -275,23 +307,47 @@ def build_plan(inputs: CompileInputs) -> Plan:
         pools[(pool.meta.namespace, pool.meta.name)] = _plan_pool(pool, inputs)
 
     accepted: dict[tuple[str, str], list[ModelPlan]] = {key: [] for key in pools}
-    owners: dict[tuple[str, str, str], InferenceModel] = {}
-    for model in sorted(inputs.models, key=_age_key):
-        refusal = _model_refusal(model, pools, invalid_pools, owners)
+    owners: Owners = {}
+    generic_owners: dict[tuple[str, str], InferenceModelRewrite] = {}
+    rewrites, superseded = pick_forms(inputs.rewrites, KIND_REWRITE)
+    objectives, superseded_objectives = pick_forms(inputs.objectives, KIND_OBJECTIVE)
+    problems.extend(superseded + superseded_objectives)
+    # InferenceModels and rewrites claim models together, oldest first: oldest wins, as between models.
+    claimants: list[InferenceModel | InferenceModelRewrite] = [*inputs.models, *rewrites]
+    for obj in sorted(claimants, key=_age_key):
+        if isinstance(obj, InferenceModelRewrite):
+            refusal, claims = claim_rewrite(obj, pools, invalid_pools, owners, generic_owners)
+            if refusal is not None:
+                problems.append(refusal)
+            for claim in claims:
+                pool_key = (obj.meta.namespace, obj.pool_ref.name)
+                # The canary annotations of a rewrite apply to each of its rules' routes.
+                rule_plan, canary_problems = with_canary(
+                    _plan_rule(claim, pools[pool_key]), obj.meta, KIND_REWRITE
+                )
+                problems.extend(p for p in canary_problems if p not in problems)
+                accepted[pool_key].append(rule_plan)
+            continue
+        refusal = _model_refusal(obj, pools, invalid_pools, owners)
         if refusal is not None:
             problems.append(refusal)
             continue
-        pool_key = (model.meta.namespace, model.pool_ref.name)
-        owners[(*pool_key, model.model_name)] = model
-        planned_model, canary_problems = with_canary(
-            _plan_model(model, pools[pool_key]), model.meta, KIND_MODEL
-        )
+        pool_key = (obj.meta.namespace, obj.pool_ref.name)
+        owners[(*pool_key, obj.model_name)] = obj
+        planned_model, canary_problems = with_canary(_plan_model(obj, pools[pool_key]), obj.meta, KIND_MODEL)
         problems.extend(canary_problems)
         accepted[pool_key].append(planned_model)
+    by_pool, objective_problems = plan_objectives(objectives, pools, invalid_pools)
+    problems.extend(objective_problems)
 
     problems.extend(_mixed_rule_problems(inputs, pools))
     planned = tuple(
-        _with_models(pools[key], sorted(accepted[key], key=lambda m: (m.model_name, m.name)))
+        replace(
+            pools[key],
+            # Exact models first (by name), the generic rule last: Envoy takes the first route matching.
+            models=tuple(sorted(accepted[key], key=lambda m: (m.match_any, m.model_name, m.name))),
+            objectives=tuple(by_pool.get(key, ())),
+        )
         for key in sorted(pools)
     )
     return Plan(pools=planned, problems=tuple(sorted(problems, key=_problem_key)))
@@ -301,7 +357,7 @@ def _model_refusal(
     model: InferenceModel,
     pools: Mapping[tuple[str, str], PoolPlan],
     invalid_pools: set[tuple[str, str]],
-    owners: Mapping[tuple[str, str, str], InferenceModel],
+    owners: Owners,
 ) -> Problem | None:
     """Why the model cannot be served (the first reason found), or None: its pool reference, then the
     model itself, then an older model of the same name in that pool (`owners`)."""
@@ -332,7 +388,7 @@ def _model_refusal(
         reason = Reason.MODEL_NAME_IN_USE
         message = (
             f"spec.modelName {model.model_name!r} is already served in pool {ref.name} by the older "
-            f"InferenceModel {owner.meta.namespace}/{owner.meta.name}"
+            f"{describe_owner(owner)}"
         )
     return _problem(model, KIND_MODEL, Condition.ACCEPTED, reason, message)
 
@@ -358,72 +414,5 @@ def _mixed_rule_problems(inputs: CompileInputs, pools: Mapping[tuple[str, str], 
     return out
 
 
-def _with_models(pool: PoolPlan, models: Iterable[ModelPlan]) -> PoolPlan:
-    return replace(pool, models=tuple(models))
-
-
-def _problem_key(p: Problem) -> tuple[str, str, str, str]:
-    return (p.kind, p.namespace, p.name, p.reason)
-
-
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    """A plain, ordered view of the plan for golden files and debugging."""
-
-    def pool_dict(pool: PoolPlan) -> dict[str, Any]:
-        return {
-            "pool": f"{pool.namespace}/{pool.name}",
-            "apiVersion": pool.api_version,
-            "attachTo": None
-            if pool.attach_to is None
-            else {
-                "gateway": f"{pool.attach_to.gateway_namespace}/{pool.attach_to.gateway_name}",
-                "port": pool.attach_to.port,
-            },
-            "targetPorts": list(pool.target_ports),
-            "picker": None
-            if pool.picker is None
-            else {
-                "target": pool.picker.target_uri,
-                "cluster": pool.picker.cluster,
-                "failOpen": pool.picker.failure_mode_allow,
-                **({} if pool.picker.serves_eds else {"protocol": pool.picker.protocol}),
-            },
-            **({} if pool.app_protocol == "http" else {"appProtocol": pool.app_protocol}),
-            **({} if pool.endpoints is None else {"endpoints": list(pool.endpoints)}),
-            "catchAllCluster": pool.catch_all_cluster,
-            "extProcFilter": pool.ext_proc_filter,
-            "models": [
-                {
-                    "modelName": m.model_name,
-                    "source": m.source,
-                    "criticality": m.criticality,
-                    "targets": [
-                        {"model": t.model, "weight": t.weight, "cluster": t.cluster} for t in m.targets
-                    ],
-                    **({} if m.sticky is None else {"stickyKey": str(m.sticky)}),
-                    **(
-                        {}
-                        if not m.pins
-                        else {
-                            "pins": [
-                                {"header": p.header, "value": p.value, "target": p.target} for p in m.pins
-                            ]
-                        }
-                    ),
-                }
-                for m in pool.models
-            ],
-        }
-
-    return {
-        "pools": [pool_dict(p) for p in plan.pools],
-        "problems": [
-            {
-                "object": f"{p.kind} {p.namespace}/{p.name}",
-                "condition": p.condition_type,
-                "reason": p.reason,
-                "message": p.message,
-            }
-            for p in plan.problems
-        ],
-    }
+def _problem_key(p: Problem) -> tuple[str, str, str, str, str]:
+    return (p.kind, p.namespace, p.name, p.reason, p.api_version)

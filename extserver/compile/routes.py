@@ -146,7 +146,8 @@ def build_model_route(
     route = Route()
     route.CopyFrom(base)
     route.name = naming.model_route(model.namespace, model.name, parent_route.name if parent_route else None)
-    _fill_model_matcher(route.match.dynamic_metadata.add(), model.model_name)
+    if not model.match_any:  # a generic rewrite rule takes every body model (and none)
+        _fill_model_matcher(route.match.dynamic_metadata.add(), model.model_name)
     weighted = route.route.weighted_clusters
     weighted.Clear()
     weighted.SetInParent()  # replaces the parent's single cluster (same oneof)
@@ -289,7 +290,7 @@ def build_models_list_route(pools: Sequence[PoolPlan], name: str, match: RouteMa
     route.match.path = MODELS_LIST_PATH
     method = route.match.headers.add(name=":method")
     method.string_match.exact = "GET"
-    names = [m.model_name for pool in pools for m in pool.models]
+    names = [m.model_name for pool in pools for m in pool.models if not m.match_any]
     owner = ",".join(f"{p.namespace}/{p.name}" for p in pools)
     route.direct_response.status = 200
     route.direct_response.body.inline_string = models_list_body(names, owner)

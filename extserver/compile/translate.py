@@ -33,6 +33,7 @@ from extserver.compile.mirror_listener import (
     build_mirror_listener,
     build_mirror_route_config,
 )
+from extserver.compile.objectives import with_objective_variants
 from extserver.compile.plan import Plan, PoolPlan
 from extserver.compile.routes import (
     apply_pool_settings,
@@ -119,8 +120,16 @@ def _attach_routes(
     def build() -> list[Route]:
         template = model_route_template(pool, _prefix_all(), options)
         built = [build_models_list_route([pool], naming.models_list_route(pool.namespace, pool.name))]
-        for m in pool.models:
-            built.extend(build_model_routes(pool, m, _prefix_all(), options, template=template))
+        built.extend(
+            with_objective_variants(
+                (
+                    route
+                    for m in pool.models
+                    for route in build_model_routes(pool, m, _prefix_all(), options, template=template)
+                ),
+                pool,
+            )
+        )
         built.append(build_catch_all_route(pool, options))
         return built
 
@@ -232,10 +241,18 @@ def _backend_pool_routes(route: Route, pool: PoolPlan, options: CompileOptions) 
             build_models_list_route([pool], naming.models_list_route(pool.namespace, pool.name, eg_route))
         )
     template = model_route_template(pool, route.match, options, parent_route=catch_all)
-    for m in pool.models:
-        routes.extend(
-            build_model_routes(pool, m, route.match, options, parent_route=catch_all, template=template)
+    routes.extend(
+        with_objective_variants(
+            (
+                model_route
+                for m in pool.models
+                for model_route in build_model_routes(
+                    pool, m, route.match, options, parent_route=catch_all, template=template
+                )
+            ),
+            pool,
         )
+    )
     routes.append(catch_all)
     return routes
 

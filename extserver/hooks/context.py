@@ -84,7 +84,15 @@ def inputs_of(snapshot: Snapshot, kinds_read: frozenset[str]) -> CompileInputs:
     rules = None
     if "HTTPRoute" in kinds_read:
         rules = rule_backends(snapshot.others_of_kind("HTTPRoute", "gateway.networking.k8s.io/v1"))
-    return CompileInputs(pools, tuple(snapshot.models.values()), endpoints, services, rules)
+    return CompileInputs(
+        pools,
+        tuple(snapshot.models.values()),
+        endpoints,
+        services,
+        rules,
+        tuple(snapshot.rewrites.values()),
+        tuple(snapshot.objectives.values()),
+    )
 
 
 def decode_resources(resources: Sequence[ExtensionResource], hook: str) -> list[Mapping[str, Any]]:

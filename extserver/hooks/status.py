@@ -1,9 +1,10 @@
-"""Compile problems -> status conditions on InferencePools and InferenceModels.
+"""Compile problems -> status conditions on InferencePools, InferenceModels and the canary kinds.
 
-Every translation reports: each model gets Accepted (False with the reason of its problem, else True)
-and AnnotationsValid (False when a canary annotation is invalid and left out);
-each pool this translation serves gets Accepted and ResolvedRefs for each Gateway it serves, as its
-parent (v1alpha2/v1 pools keep conditions per parent Gateway; v1alpha1 pools and models keep one list).
+Every translation reports: each model, rewrite and objective gets Accepted (False with the reason of
+its problem, else True), and each model and rewrite AnnotationsValid (False when a canary annotation is
+invalid and left out); each pool this translation serves gets Accepted and ResolvedRefs for each
+Gateway it serves, as its parent (v1alpha2/v1 pools keep conditions per parent Gateway; v1alpha1 pools,
+models and the canary kinds keep one list).
 The writer decides where conditions go (API server or log) and writes only what changed.
 """
 
@@ -19,6 +20,7 @@ import structlog
 
 from api.model import V1ALPHA1, InferenceModel, InferencePool
 from api.parse import KIND_MODEL, KIND_POOL
+from api.rewrite import KIND_REWRITE, InferenceModelRewrite, InferenceObjective
 from api.sources.status import ConditionUpdate, ConditionWriter, ParentRef, PoolRef
 from extserver.compile import Problem
 from extserver.compile.inputs import Condition
@@ -42,6 +44,8 @@ class StatusReport:
     # The Gateways ("ns/name") this translation is for, when known: a pool none of its routes reach
     # any more loses its status entry for them.
     gateways: frozenset[str] = frozenset()
+    # InferenceModelRewrites and InferenceObjectives (both forms): each gets Accepted, as models do.
+    canary: tuple[InferenceModelRewrite | InferenceObjective, ...] = ()
 
 
 def _by_object(problems: Sequence[Problem]) -> dict[tuple[str, str, str], list[Problem]]:
@@ -52,14 +56,16 @@ def _by_object(problems: Sequence[Problem]) -> dict[tuple[str, str, str], list[P
 
 
 def _condition(
-    obj: InferencePool | InferenceModel,
+    obj: InferencePool | InferenceModel | InferenceModelRewrite | InferenceObjective,
     kind: str,
     condition_type: str,
     problems: Sequence[Problem],
     parent: ParentRef | None,
 ) -> ConditionUpdate:
     """False with the first problem's reason (all messages joined) when there are problems, else True."""
-    relevant = [p for p in problems if p.condition_type == condition_type]
+    relevant = [
+        p for p in problems if p.condition_type == condition_type and p.api_version in ("", obj.api_version)
+    ]
     status, reason, message = TRUE, condition_type, ""
     if relevant:
         status, reason = FALSE, relevant[0].reason
@@ -92,6 +98,12 @@ def condition_updates(report: StatusReport) -> list[ConditionUpdate]:
         updates.append(_condition(model, KIND_MODEL, Condition.ACCEPTED, found, None))
         # Always written: a fixed annotation must turn a False into True (annotations bump no generation).
         updates.append(_condition(model, KIND_MODEL, Condition.ANNOTATIONS_VALID, found, None))
+    for obj in sorted(report.canary, key=lambda c: (type(c).__name__, c.meta.namespace, c.meta.name)):
+        kind = type(obj).__name__  # the class names are the kinds
+        found = problems.get((kind, obj.meta.namespace, obj.meta.name), [])
+        updates.append(_condition(obj, kind, Condition.ACCEPTED, found, None))
+        if kind == KIND_REWRITE:  # the canary annotations apply to rewrites as to InferenceModels
+            updates.append(_condition(obj, kind, Condition.ANNOTATIONS_VALID, found, None))
     for pool in sorted(report.pools, key=lambda p: (p.meta.namespace, p.meta.name)):
         key = (pool.meta.namespace, pool.meta.name)
         found = problems.get((KIND_POOL, *key), [])

@@ -31,7 +31,14 @@ async def post_translate_modify(
             message=problem.message,
         )
     await ctx.status.report(
-        StatusReport(inputs.pools, inputs.models, tuple(output.problems), output.pool_gateways, gateways)
+        StatusReport(
+            inputs.pools,
+            inputs.models,
+            tuple(output.problems),
+            output.pool_gateways,
+            gateways,
+            inputs.rewrites + inputs.objectives,
+        )
     )
     log.info(
         "translation hook",

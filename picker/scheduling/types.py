@@ -101,6 +101,9 @@ class InferenceRequest:
     model: str  # client-facing model (body.model as sent)
     target_model: str  # model the chosen cluster serves; body.model is rewritten to it
     criticality: Criticality = Criticality.STANDARD
+    # InferenceObjective priority (route metadata; 0 when none is named): admission sheds by the
+    # criticality mapped from it, and later flow control can order by it.
+    priority: int = 0
     prompt: str = ""  # prompt text (completions) or flattened chat messages, for prefix affinity
     subset_hint: frozenset[str] | None = None  # allowed "ip:port"s from envoy.lb.subset_hint
 
