@@ -201,7 +201,9 @@ def test_a_rewrite_takes_the_canary_annotations_too() -> None:
     target = rewrite["spec"]["rules"][0]["targets"][0]["modelRewrite"]
     rewrite["metadata"]["annotations"] = {
         "extension.inference-gateway.io/sticky-key": "header:x-session-id",
-        "extension.inference-gateway.io/canary-pins": f"- {{header: x-canary, value: always, target: {target}}}\n",
+        "extension.inference-gateway.io/canary-pins": (
+            f"- {{header: x-canary, value: always, target: {target}}}\n"
+        ),
     }
     _, routes = _compile(objects)
     weighted = [r for r in _routes(routes) if r.route.weighted_clusters.clusters]
