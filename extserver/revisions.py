@@ -86,10 +86,43 @@ def gateway_digests(
         }
         for gateway in gateways:
             served.setdefault(gateway, set()).update(items)
+    for gateway, route in _pool_routes(snapshot):
+        served.setdefault(gateway, set()).add(route)
     return {
         gateway: hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:16]
         for gateway, items in served.items()
     }
+
+
+def _pool_routes(snapshot: Snapshot) -> list[tuple[GatewayKey, str]]:
+    """(Gateway, "httproute ns/name generation") of each HTTPRoute naming a pool, as a backend or a
+    mirror. Their weights and mirrors are compiled, and EG, whose own output may not change with them
+    (it refuses pool mirrors either way), would otherwise not call the hooks again."""
+    found = []
+    for route in snapshot.others_of_kind("HTTPRoute", "gateway.networking.k8s.io/v1"):
+        meta = route.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "default")
+        refs = [
+            ref
+            for rule in (route.get("spec") or {}).get("rules") or []
+            for ref in [
+                *(rule.get("backendRefs") or []),
+                *(
+                    (f.get("requestMirror") or {}).get("backendRef") or {}
+                    for f in rule.get("filters") or []
+                    if f.get("type") == "RequestMirror"
+                ),
+            ]
+        ]
+        if not any(ref.get("kind") == "InferencePool" for ref in refs):
+            continue
+        item = f"httproute {namespace}/{meta.get('name')} {meta.get('generation', 0)}"
+        for parent in (route.get("spec") or {}).get("parentRefs") or []:
+            if parent.get("kind", "Gateway") == "Gateway":
+                found.append(
+                    (_gateway(f"{parent.get('namespace', '')}/{parent.get('name')}", namespace), item)
+                )
+    return found
 
 
 def gateways_of_call(resources: Sequence[Mapping[str, Any]]) -> frozenset[str]:

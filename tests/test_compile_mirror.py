@@ -308,3 +308,23 @@ def test_a_mirror_annotation_edit_changes_the_revision_digest() -> None:
     original = digest(())
     assert digest((("example.com/note", "x"),)) == original
     assert digest(((contract.ANNOTATION_MIRROR, ANNOTATION),)) != original
+
+
+def test_an_httproute_edit_changes_the_revision_digest_of_its_gateway() -> None:
+    """EG's own output is the same whichever pool a refused mirror names, so EG would not call the hooks
+    after such an edit; the digest of the route's Gateway changes and makes it."""
+    from extserver.revisions import gateway_digests
+
+    objects = _objects()
+    inputs = _inputs(objects)
+
+    def digest(route: dict[str, Any]) -> str:
+        pools = {p.key: p for p in inputs.pools}
+        snapshot = Snapshot(pools=pools, models={m.key: m for m in inputs.models}, others=(route,))
+        return gateway_digests(snapshot, {})[("default", "mirror-gateway")]
+
+    route = copy.deepcopy(_doc(objects, "HTTPRoute", "chat-route"))
+    route["metadata"]["generation"] = 1
+    first = digest(route)
+    route["metadata"]["generation"] = 2
+    assert digest(route) != first
