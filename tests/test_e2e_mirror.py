@@ -150,3 +150,92 @@ async def test_an_invalid_mirror_leaves_production_untouched(tmp_path: Path) -> 
         assert _received(shadow) == {}
         log = (gw.log_dir / "extserver.log").read_text()
         assert "MirrorPoolNotFound" in log and "no-such-pool" in log
+
+
+SEED = ROOT / "config" / "samples" / "seed-lora-canary.yaml"
+SHADOW_DOCS = [
+    {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "shadow-vllm", "namespace": "default"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "shadow-vllm"}},
+            "template": {
+                "metadata": {"labels": {"app": "shadow-vllm"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "vllm",
+                            "image": "vllm/vllm-openai:v0.32.0",
+                            "args": [
+                                "--model",
+                                "llama2",
+                                "--port",
+                                "8000",
+                                "--enable-lora",
+                                "--lora-modules",
+                                "tweet-summary-next=/adapters/next",
+                            ],
+                            "ports": [{"containerPort": 8000}],
+                        }
+                    ]
+                },
+            },
+        },
+    },
+    {
+        "apiVersion": "inference.networking.x-k8s.io/v1alpha1",
+        "kind": "InferencePool",
+        "metadata": {"name": "shadow-pool", "namespace": "default"},
+        "spec": {
+            "targetPortNumber": 8000,
+            "selector": {"app": "shadow-vllm"},
+            "extensionRef": {"name": "inference-gateway-ext-proc"},
+        },
+    },
+    {
+        "apiVersion": "inference.networking.x-k8s.io/v1alpha1",
+        "kind": "InferenceModel",
+        "metadata": {"name": "shadow-model", "namespace": "default"},
+        "spec": {
+            "modelName": "lora-request",
+            "poolRef": {"name": "shadow-pool"},
+            "targetModels": [{"name": "tweet-summary-next", "weight": 100}],
+        },
+    },
+]
+ANNOTATION = """\
+backendRef: {group: inference.networking.x-k8s.io, kind: InferencePool, name: shadow-pool}
+percent: 50
+"""
+
+
+@pytest.mark.parametrize("holder", ["InferencePool", "InferenceModel"])
+async def test_the_seed_attach_to_setup_mirrors_by_annotation(tmp_path: Path, holder: str) -> None:
+    """No HTTPRoute: the mirror annotation on the seed's pool (or its InferenceModel) copies half the
+    requests into the shadow pool, whose own InferenceModel sends them to its candidate adapter."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(SEED.read_text()) if d]
+    for doc in docs:
+        if doc["kind"] == holder:
+            doc["metadata"].setdefault("annotations", {})["extension.inference-gateway.io/mirror"] = (
+                ANNOTATION
+            )
+    manifest = tmp_path / "seed-with-mirror.yaml"
+    manifest.write_text(yaml.safe_dump_all([*docs, *SHADOW_DOCS], sort_keys=False))
+    count = 400
+    body = {
+        "model": "lora-request",
+        "prompt": "Write as if you were a critic: San Francisco",
+        "max_tokens": 4,
+    }
+    async with LocalGateway(gateway_options([manifest])) as gw:
+        shadow = _servers(gw, "shadow-vllm")
+        results = await send_many(gw, body, count, concurrency=16)
+        assert results.ok == count, results.errors[:3]
+        assert set(results.models) == {"tweet-summary", "sql-lora"}  # production's split, untouched
+        copies = await _settled(lambda: sum(_received(shadow).values()))
+        assert 0.45 * count <= copies <= 0.55 * count, copies
+        assert _received(shadow) == {"tweet-summary-next": copies}
