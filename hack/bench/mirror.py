@@ -77,7 +77,7 @@ async def measure(gw: LocalGateway, requests: int, concurrency: int = 4) -> dict
     return out
 
 
-async def run(requests: int) -> int:
+async def run(requests: int, concurrency: int) -> int:
     with tempfile.TemporaryDirectory(prefix="mirror-bench-") as work:
         options = LocalGatewayOptions(
             manifests=[manifest(Path(work))], listener_ports={PORT: free_port()}, log_level="warning"
@@ -101,7 +101,7 @@ async def run(requests: int) -> int:
                         await server.stop()
                     else:
                         server.apply_control(control)
-                result = await measure(gw, requests)
+                result = await measure(gw, requests, concurrency)
                 mirrored = statistics.median(result["mirrored"]["latency"])
                 plain = statistics.median(result["plain"]["latency"])
                 ratios[state] = mirrored / plain
@@ -119,8 +119,9 @@ async def run(requests: int) -> int:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="per host and shadow state")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight per round and host")
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.requests))
+    return asyncio.run(run(args.requests, args.concurrency))
 
 
 if __name__ == "__main__":
