@@ -118,3 +118,38 @@ def test_a_missing_shadow_pool_is_a_condition_and_production_keeps_serving(
         real_stack.kubectl(
             "patch", "httproute/chat-route", "-n", "default", "--type=json", "-p", json.dumps(patch)
         )
+
+
+SHADOW_SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "shadow-svc", "namespace": "default"},
+    "spec": {"selector": {"app": "shadow-vllm"}, "ports": [{"port": 8000, "targetPort": 8000}]},
+}
+
+
+def test_a_service_mirror_gets_the_clients_request(real_stack: RealStack, gateway: GatewayUrl) -> None:
+    """Through EG's own cluster for the Service, still by way of the mirror listener: the copy carries the
+    client's `model`, not the target production's picker rewrote it to."""
+    real_stack.kubectl("apply", "-f", "-", stdin=json.dumps(SHADOW_SERVICE))
+    ref = {"name": "shadow-svc", "port": 8000}
+    patch = [{"op": "replace", "path": "/spec/rules/0/filters/0/requestMirror/backendRef", "value": ref}]
+    real_stack.kubectl(
+        "patch", "httproute/chat-route", "-n", "default", "--type=json", "-p", json.dumps(patch)
+    )
+    try:
+
+        def client_models_arrive() -> bool:
+            _send(gateway, 8)
+            return _received(real_stack, "shadow-vllm").get("chat", 0) > 0
+
+        eventually(client_models_arrive, 90, "copies with the client's model at the Service", interval=1)
+        results = _send(gateway, 40)
+        assert results.ok == 40 and dict(results.models) == {"llama-3-8b": 40}, results.errors[:3]
+    finally:
+        shadow = {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": "shadow-pool"}
+        patch[0]["value"] = shadow
+        real_stack.kubectl(
+            "patch", "httproute/chat-route", "-n", "default", "--type=json", "-p", json.dumps(patch)
+        )
+        real_stack.kubectl("delete", "service/shadow-svc", "-n", "default", "--wait=false")
