@@ -289,7 +289,7 @@ def test_parser_only_case_as_the_apiserver_sees_it(case: Case, api: client.ApiCl
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
 def test_seed_objects_accepted_by_the_apiserver(sample: Path, api: client.ApiClient, namespace: str) -> None:
     owned = [doc for doc in load_documents(sample) if owns(doc)]
-    kinds = sorted(doc["kind"] for doc in owned)
+    kinds = sorted({doc["kind"] for doc in owned})
     assert kinds in (["InferenceModel", "InferencePool"], ["InferenceModelRewrite", "InferenceObjective"])
     for doc in owned:
         answer = create(api, namespace, doc)
