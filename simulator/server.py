@@ -26,6 +26,7 @@ from simulator.openai_api import (
     context_length_error,
     filler_text,
     internal_error,
+    model_card,
     new_request_id,
     not_found_model,
     parse_request,
@@ -297,37 +298,16 @@ class SimServer:
         return web.Response(status=200)
 
     async def _models(self, request: web.Request) -> web.Response:
+        cfg = self.config
         created = int(self._created)
-        base = self.config.served_model_name
-
-        def card(model_id: str, root: str, parent: str | None, max_len: int | None) -> dict[str, Any]:
-            permission = {
-                "id": self._perm_ids[model_id],
-                "object": "model_permission",
-                "created": created,
-                "allow_create_engine": False,
-                "allow_sampling": True,
-                "allow_logprobs": True,
-                "allow_search_indices": False,
-                "allow_view": True,
-                "allow_fine_tuning": False,
-                "organization": "*",
-                "group": None,
-                "is_blocking": False,
-            }
-            return {
-                "id": model_id,
-                "object": "model",
-                "created": created,
-                "owned_by": "vllm",
-                "root": root,
-                "parent": parent,
-                "max_model_len": max_len,
-                "permission": [permission],
-            }
-
-        data = [card(base, self.config.model_root, None, self.config.effective_max_model_len)]
-        data += [card(name, path, base, None) for name, path in self.config.lora_modules.items()]
+        base = cfg.served_model_name
+        data = [
+            model_card(base, cfg.model_root, None, cfg.effective_max_model_len, created, self._perm_ids[base])
+        ]
+        data += [
+            model_card(name, path, base, None, created, self._perm_ids[name])
+            for name, path in cfg.lora_modules.items()
+        ]
         return web.json_response({"object": "list", "data": data})
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
