@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.degradation import DEGRADE_ENV
+from simulator.degradation import DEGRADE_ENV, Degradation, parse_degradations
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,13 @@ class LocalPod:
     @property
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
+
+    def degradations(self) -> tuple[Degradation, ...]:
+        """The simulator's degradations from SIM_DEGRADE, or a ValueError that names the pod."""
+        try:
+            return parse_degradations(self.sim_degrade)
+        except ValueError as exc:
+            raise ValueError(f"pod {self.namespace}/{self.name}: {DEGRADE_ENV}: {exc}") from exc
 
     def manifest(self) -> dict[str, Any]:
         """A Pod object with status.podIP, as the picker and the local gateway read pods."""

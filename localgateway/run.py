@@ -36,7 +36,6 @@ from localgateway.ports import free_port
 from localgateway.processes import ManagedProcess
 from localgateway.translation import Translator, load_manifests, picker_hosts
 from simulator import SimFleet, SimServerConfig
-from simulator.degradation import Degradation, parse_degradations
 
 log = structlog.get_logger("local-gateway")
 
@@ -162,7 +161,7 @@ class LocalGateway:
                 time_scale=self.options.time_scale,
                 default_max_tokens=self.options.default_max_tokens,
                 name=pod.name,
-                degrade=_pod_degradations(pod),
+                degrade=pod.degradations(),
             )
             for pod in self.pods
         ]
@@ -365,11 +364,3 @@ class LocalGateway:
     @property
     def picker_metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['picker_metrics']}/metrics"
-
-
-def _pod_degradations(pod: LocalPod) -> tuple[Degradation, ...]:
-    """The pod's SIM_DEGRADE, or a ValueError that names the pod."""
-    try:
-        return parse_degradations(pod.sim_degrade)
-    except ValueError as exc:
-        raise ValueError(f"pod {pod.namespace}/{pod.name}: SIM_DEGRADE: {exc}") from exc

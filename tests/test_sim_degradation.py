@@ -7,13 +7,14 @@ import itertools
 import random
 import statistics
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from localgateway.pods import AddressAllocator, pods_from_deployments
-from localgateway.run import _pod_degradations
+from localgateway.run import LocalGateway, LocalGatewayOptions
 from simulator import SimFleet, SimServer, SimServerConfig
 from simulator.__main__ import build_fleet
 from simulator.config import server_config_from_mapping
@@ -351,10 +352,34 @@ def test_pod_manifest_env_reaches_the_local_gateway_simulator() -> None:
     }
     pods = pods_from_deployments([deployment], AddressAllocator())
     assert [p.sim_degrade for p in pods] == ["model=canary,ttft=3,after_s=60"] * 2
-    assert _pod_degradations(pods[0]) == (Degradation(model="canary", ttft=3.0, after_s=60.0),)
+    assert pods[0].degradations() == (Degradation(model="canary", ttft=3.0, after_s=60.0),)
     container["env"] = [{"name": DEGRADE_ENV, "value": "model=canary,ttft=slow"}]
     (bad,) = pods_from_deployments(
         [{**deployment, "spec": {**deployment["spec"], "replicas": 1}}], AddressAllocator()
     )
     with pytest.raises(ValueError, match="default/llama-0: SIM_DEGRADE"):
-        _pod_degradations(bad)
+        bad.degradations()
+
+
+async def test_local_gateway_starts_the_pods_simulators_degraded(tmp_path: Path) -> None:
+    # Only the pods and their fleet: the wiring from a manifest's env to each simulator, no Envoy.
+    container = {
+        "name": "vllm",
+        "image": "vllm/vllm-openai:latest",
+        "command": ["sh", "-c", "vllm serve base --lora-modules canary=/c --port 8000"],
+        "env": [{"name": DEGRADE_ENV, "value": "model=canary,error_rate=1"}],
+    }
+    template = {"metadata": {"labels": {"app": "pool"}}, "spec": {"containers": [container]}}
+    deployment = {"kind": "Deployment", "metadata": {"name": "pool"}, "spec": {"template": template}}
+    options = LocalGatewayOptions(manifests=[], work_dir=tmp_path, ip_prefix="127.0.9.")
+    gateway = LocalGateway(options)
+    gateway._make_pods([deployment])
+    await gateway._start_fleet()
+    try:
+        assert gateway.fleet is not None
+        (sim,) = gateway.fleet.servers
+        async with aiohttp.ClientSession() as http:
+            assert [await complete(http, sim, m) for m in ("base", "canary")] == [200, 500]
+    finally:
+        if gateway.fleet is not None:
+            await gateway.fleet.stop()
