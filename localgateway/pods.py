@@ -7,6 +7,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulator.degradation import DEGRADE_ENV, Degradation, parse_degradations
+
 
 @dataclass(frozen=True)
 class LocalPod:
@@ -23,10 +25,20 @@ class LocalPod:
     max_num_seqs: int = 256
     deployment: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+    sim_degrade: str = (
+        ""  # the container's SIM_DEGRADE: the simulator's --degrade text (a real vLLM ignores it)
+    )
 
     @property
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
+
+    def degradations(self) -> tuple[Degradation, ...]:
+        """The simulator's degradations from SIM_DEGRADE, or a ValueError that names the pod."""
+        try:
+            return parse_degradations(self.sim_degrade)
+        except ValueError as exc:
+            raise ValueError(f"pod {self.namespace}/{self.name}: {DEGRADE_ENV}: {exc}") from exc
 
     def manifest(self) -> dict[str, Any]:
         """A Pod object with status.podIP, as the picker and the local gateway read pods."""
@@ -79,6 +91,14 @@ def _options(tokens: Sequence[str]) -> Iterator[tuple[str, list[str]]]:
         else:
             yield "", [token]
             i += 1
+
+
+def container_env(container: Mapping[str, Any], name: str) -> str:
+    """A literal `env` value of the container ("" if unset or taken from elsewhere)."""
+    for item in container.get("env") or []:
+        if isinstance(item, Mapping) and item.get("name") == name and "value" in item:
+            return str(item["value"])
+    return ""
 
 
 def parse_vllm_args(container: Mapping[str, Any], default_port: int = 8000) -> VllmArgs:
@@ -157,6 +177,7 @@ def pods_from_deployments(
                     max_loras=args.max_loras,
                     max_num_seqs=args.max_num_seqs,
                     deployment=str(meta.get("name")),
+                    sim_degrade=container_env(container, DEGRADE_ENV),
                 )
             )
     return pods

@@ -161,6 +161,7 @@ class LocalGateway:
                 time_scale=self.options.time_scale,
                 default_max_tokens=self.options.default_max_tokens,
                 name=pod.name,
+                degrade=pod.degradations(),
             )
             for pod in self.pods
         ]

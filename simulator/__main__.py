@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 
 from simulator.config import SimServerConfig, load_fleet_config, parse_lora_modules
+from simulator.degradation import DEGRADE_ENV, parse_degradations
 from simulator.fleet import SimFleet, run_forever
 from simulator.latency import H100_KV_CACHE_TOKENS, LORA_LOAD_MS
 
@@ -34,6 +36,13 @@ def _server_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-load-ms", type=float, default=LORA_LOAD_MS)
     p.add_argument("--default-max-tokens", type=int, default=16)
     p.add_argument("--name", default=None, help="x-sim-server header value (default host:port)")
+    p.add_argument(
+        "--degrade",
+        action="append",
+        default=[],
+        metavar="model=NAME,ttft=N,tpot=N,error_rate=P,after_s=S,after_requests=K,ramp_s=S,seed=I",
+        help=f"degrade one model's requests (repeatable; ';' separates entries); ${DEGRADE_ENV} adds more",
+    )
     return p
 
 
@@ -55,6 +64,8 @@ def build_fleet(argv: Sequence[str]) -> SimFleet:
         return SimFleet(fleet_config.servers, admin_host=host or None, admin_port=port)
     args = _server_parser().parse_args(argv)
     served = args.served_model_name or args.model or "sim-model"
+    # The environment first: a --degrade for the same model replaces it.
+    degrade = parse_degradations([os.environ.get(DEGRADE_ENV, ""), *args.degrade])
     config = SimServerConfig(
         host=args.host,
         port=args.port,
@@ -70,6 +81,7 @@ def build_fleet(argv: Sequence[str]) -> SimFleet:
         lora_load_ms=args.lora_load_ms,
         default_max_tokens=args.default_max_tokens,
         name=args.name,
+        degrade=tuple({d.model: d for d in degrade}.values()),
     )
     return SimFleet([config])
 

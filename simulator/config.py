@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from simulator.degradation import Degradation, parse_degradations
 from simulator.engine import EngineConfig
 from simulator.latency import H100_KV_CACHE_TOKENS, LORA_LOAD_MS
 
@@ -31,6 +32,7 @@ class SimServerConfig:
     default_max_tokens: int = 16
     model: str | None = None  # the "root" path shown by /v1/models; default /models/<served name>
     name: str | None = None  # x-sim-server value; default "<host>:<port>"
+    degrade: tuple[Degradation, ...] = ()  # per-model degradations, armed when the server is created
 
     def __post_init__(self) -> None:
         checks = {
@@ -47,6 +49,10 @@ class SimServerConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid simulator config: {', '.join(bad)} out of range")
+        served = {self.served_model_name, *self.lora_modules}
+        strangers = sorted({d.model for d in self.degrade} - served)
+        if strangers:
+            raise ValueError(f"invalid simulator config: degrade names unserved model {', '.join(strangers)}")
 
     @property
     def effective_max_model_len(self) -> int:
@@ -96,6 +102,11 @@ def server_config_from_mapping(data: Mapping[str, Any], where: str = "server") -
                 value = parse_lora_modules(str(v) for v in value)
             else:
                 raise ValueError(f"{where}.lora_modules: expected a mapping or a list of name=path")
+        if name == "degrade":
+            try:
+                value = parse_degradations(value)
+            except ValueError as exc:
+                raise ValueError(f"{where}.degrade: {exc}") from exc
         kwargs[name] = value
     try:
         return SimServerConfig(**kwargs)

@@ -14,36 +14,11 @@ import contextlib
 import math
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from simulator.counters import TTFT_BUCKETS, EngineCounters
 from simulator.latency import LORA_LOAD_MS, decode_step_ms, prefill_ms
 from simulator.prefix_cache import PrefixCache
-
-# Time-to-first-token histogram buckets (seconds), as vLLM exports them.
-TTFT_BUCKETS = (
-    0.001,
-    0.005,
-    0.01,
-    0.02,
-    0.04,
-    0.06,
-    0.08,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-    20.0,
-    40.0,
-    80.0,
-    160.0,
-    640.0,
-    2560.0,
-)
 
 
 @dataclass(frozen=True)
@@ -73,29 +48,15 @@ class Sequence:
     cached_tokens: int = 0
     running: bool = False
     first_token_at: float | None = None
+    # A degraded request's clock: the server emits its tokens at emit_time(), stretched by these factors
+    # from the engine's own schedule (the batch itself is not slowed, so other models keep their pace).
+    ttft_factor: float = 1.0
+    tpot_factor: float = 1.0
+    token_times: list[float] | None = None  # engine times of the tokens of finished segments, if stretched
 
-
-@dataclass
-class EngineCounters:
-    """Monotonic totals exported as vLLM counters."""
-
-    prompt_tokens: int = 0
-    prompt_tokens_cached: int = 0
-    generation_tokens: int = 0
-    prefix_queries: int = 0
-    prefix_hits: int = 0
-    success_by_reason: dict[str, int] = field(default_factory=lambda: {"stop": 0, "length": 0, "abort": 0})
-    ttft_buckets: list[int] = field(default_factory=lambda: [0] * len(TTFT_BUCKETS))
-    ttft_count: int = 0
-    ttft_sum: float = 0.0
-    lora_loads: int = 0
-
-    def observe_ttft(self, seconds: float) -> None:
-        self.ttft_count += 1
-        self.ttft_sum += seconds
-        for i, bound in enumerate(TTFT_BUCKETS):
-            if seconds <= bound:
-                self.ttft_buckets[i] += 1
+    def __post_init__(self) -> None:
+        if self.token_times is None and (self.ttft_factor != 1 or self.tpot_factor != 1):
+            self.token_times = []
 
 
 @dataclass(frozen=True)
@@ -205,6 +166,16 @@ class Engine:
             return None
         return self._seg_start + self._seg_first + k * self._seg_step
 
+    def emit_time(self, seq: Sequence, index: int) -> float:
+        """Loop time at which token `index` (already produced) is due on the sequence's stretched clock."""
+        first = seq.first_token_at
+        assert first is not None, "token of a sequence that never started"
+        if seq.token_times is not None and index < len(seq.token_times):
+            produced_at = seq.token_times[index]
+        else:  # a token of the current segment
+            produced_at = self._seg_start + self._seg_first + (index - seq.generated) * self._seg_step
+        return seq.arrival + seq.ttft_factor * (first - seq.arrival) + seq.tpot_factor * (produced_at - first)
+
     def set_slowdown(self, factor: float) -> None:
         if factor <= 0:
             raise ValueError("slowdown must be > 0")
@@ -261,7 +232,7 @@ class Engine:
             first_at = now + self._seg_first
             for seq in admitted:
                 seq.first_token_at = first_at
-                self.counters.observe_ttft(first_at - seq.arrival)
+                self.counters.observe_ttft(seq.ttft_factor * (first_at - seq.arrival))
             interrupted = await self._sleep_or_wake(self._seg_first + (steps - 1) * self._seg_step)
             done_steps = steps
             if interrupted:
@@ -345,6 +316,10 @@ class Engine:
         still: list[Sequence] = []
         finished: list[Sequence] = []
         for seq in self._running:
+            if seq.token_times is not None:
+                added = min(steps, seq.max_tokens - seq.generated)
+                start = self._seg_start + self._seg_first
+                seq.token_times.extend(start + j * self._seg_step for j in range(added))
             seq.generated = min(seq.max_tokens, seq.generated + steps)
             (finished if seq.generated >= seq.max_tokens else still).append(seq)
         self._running = still
@@ -389,6 +364,9 @@ class Engine:
     def _wake(self) -> None:
         if self._waiter is not None:
             _resolve(self._waiter, True)
+
+
+__all__ = ["TTFT_BUCKETS", "Engine", "EngineConfig", "EngineCounters", "EngineSnapshot", "Sequence"]
 
 
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:

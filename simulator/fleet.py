@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from simulator.config import FleetConfig, SimServerConfig
+from simulator.degradation import Degradation, parse_degradations
 from simulator.server import SimServer
 
 
@@ -106,7 +107,10 @@ class SimFleet:
         return web.json_response({"servers": [s.stats_json() for s in self.servers]})
 
     async def _admin_control(self, request: web.Request) -> web.Response:
-        """Body: {"server": "<name|host:port|index|*>", ...the keys of /sim/control}."""
+        """Body: {"server": "<name|host:port|index|*>", ...the keys of /sim/control}.
+
+        With "*", each `degrade` entry goes to the servers that serve its model.
+        """
         try:
             body = await request.json()
             if not isinstance(body, dict):
@@ -116,9 +120,14 @@ class SimFleet:
                 raise ValueError("missing `server` (a name, host:port, index, or *)")
             targets = self.servers if key == "*" else [self.server(key)]
             down = body.pop("down", None)
+            degrade = parse_degradations(body.pop("degrade", None))
+            if key == "*":
+                strangers = {d.model for d in degrade} - {m for s in targets for m in s.models()}
+                if strangers:
+                    raise ValueError(f"degrade: no server serves {', '.join(sorted(strangers))}")
             states = []
             for server in targets:
-                server.apply_control(body)
+                server.apply_control({**body, "degrade": _served_by(server, degrade, key == "*")})
                 if down is not None:
                     await server.set_down(bool(down))
                 states.append({"server": server.name, **server.control_state()})
@@ -128,6 +137,10 @@ class SimFleet:
                 status=400,
             )
         return web.json_response({"servers": states})
+
+
+def _served_by(server: SimServer, specs: tuple[Degradation, ...], only_served: bool) -> list[Degradation]:
+    return [d for d in specs if not only_served or d.model in server.models()]
 
 
 async def run_forever(fleet: SimFleet) -> None:

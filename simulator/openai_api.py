@@ -330,3 +330,33 @@ class StreamChunks:
     @staticmethod
     def done() -> bytes:
         return b"data: [DONE]\n\n"
+
+
+def model_card(
+    model_id: str, root: str, parent: str | None, max_len: int | None, created: int, permission_id: str
+) -> dict[str, Any]:
+    """One entry of vLLM's /v1/models (an adapter names its base model as parent)."""
+    permission = {
+        "id": permission_id,
+        "object": "model_permission",
+        "created": created,
+        "allow_create_engine": False,
+        "allow_sampling": True,
+        "allow_logprobs": True,
+        "allow_search_indices": False,
+        "allow_view": True,
+        "allow_fine_tuning": False,
+        "organization": "*",
+        "group": None,
+        "is_blocking": False,
+    }
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": created,
+        "owned_by": "vllm",
+        "root": root,
+        "parent": parent,
+        "max_model_len": max_len,
+        "permission": [permission],
+    }

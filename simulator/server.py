@@ -6,17 +6,17 @@ import asyncio
 import os
 import socket
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from simulator.config import SimServerConfig
+from simulator.controls import CONTROL_KEYS, MetricOverrides, ServerStats, validated_override
+from simulator.degradation import Degradation, Degradations, parse_degradations
 from simulator.engine import Engine, Sequence
 from simulator.latency import count_tokens
-from simulator.metrics import LoraInfoSeries, MetricsRenderer, MetricsView, view_of
+from simulator.metrics import LoraInfoSeries, MetricsRenderer, view_of
 from simulator.openai_api import (
     ApiError,
     InferenceRequest,
@@ -26,68 +26,19 @@ from simulator.openai_api import (
     context_length_error,
     filler_text,
     internal_error,
+    model_card,
     new_request_id,
     not_found_model,
     parse_request,
 )
 from simulator.prefix_cache import prompt_block_hashes
+from simulator.streaming import write_stream
 
 log = structlog.get_logger("simulator")
 
 SERVER_HEADER = "x-sim-server"
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_BODY_BYTES = 64 * 1024 * 1024
-STREAM_MIN_INTERVAL_S = 0.002  # streaming writes at most this often; tokens due meanwhile share one write
-STREAM_WAIT_POLL_S = 0.005  # how often a queued streaming request looks whether it started
-
-
-@dataclass
-class MetricOverrides:
-    """Values a test forces into /metrics (None: the engine's own)."""
-
-    running: int | None = None
-    waiting: int | None = None
-    kv_cache_usage: float | None = None
-    running_lora_adapters: tuple[str, ...] | None = None
-    waiting_lora_adapters: tuple[str, ...] | None = None
-
-    def any(self) -> bool:
-        return any(v is not None for v in vars(self).values())
-
-    def apply(self, view: MetricsView) -> MetricsView:
-        return MetricsView(
-            running=view.running if self.running is None else self.running,
-            waiting=view.waiting if self.waiting is None else self.waiting,
-            waiting_deferred=0 if self.waiting is not None else view.waiting_deferred,
-            kv_cache_usage=view.kv_cache_usage if self.kv_cache_usage is None else self.kv_cache_usage,
-            running_lora_adapters=(
-                view.running_lora_adapters
-                if self.running_lora_adapters is None
-                else self.running_lora_adapters
-            ),
-            waiting_lora_adapters=(
-                view.waiting_lora_adapters
-                if self.waiting_lora_adapters is None
-                else self.waiting_lora_adapters
-            ),
-        )
-
-
-@dataclass
-class ServerStats:
-    """Traffic one server saw: inference requests by requested model, answers by status."""
-
-    requests_by_model: Counter[str] = field(default_factory=Counter)
-    responses_by_status: Counter[int] = field(default_factory=Counter)
-    last_request: Any = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "requests_total": sum(self.requests_by_model.values()),
-            "requests_by_model": dict(self.requests_by_model),
-            "responses_by_status": {str(k): v for k, v in self.responses_by_status.items()},
-            "last_request": self.last_request,
-        }
 
 
 class SimServer:
@@ -100,6 +51,8 @@ class SimServer:
         self.overrides = MetricOverrides()
         self.failing = False
         self.down = False
+        self.degradations = Degradations()
+        self.degradations.set(config.degrade)  # a config's after_s counts from here
         self._port = config.port
         self._created = time.time()
         self._lora_series = LoraInfoSeries()
@@ -192,30 +145,16 @@ class SimServer:
 
         A value of None removes that override.
         """
-        for key, value in values.items():
-            if not hasattr(self.overrides, key):
-                raise ValueError(f"unknown override {key!r}")
-            if key.endswith("_adapters") and value is not None:
-                if not isinstance(value, list | tuple) or not all(isinstance(a, str) for a in value):
-                    raise ValueError(f"{key} must be a list of adapter names")
-                value = tuple(value)
-            elif key == "kv_cache_usage" and value is not None:
-                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                    raise ValueError("kv_cache_usage must be a number in [0, 1]")
-                value = float(value)
-            elif (
-                key in ("running", "waiting")
-                and value is not None
-                and (isinstance(value, bool) or not isinstance(value, int) or value < 0)
-            ):
-                raise ValueError(f"{key} must be a non-negative integer")
+        checked = {key: validated_override(key, value) for key, value in values.items()}
+        for key, value in checked.items():
             setattr(self.overrides, key, value)
 
     def clear_overrides(self) -> None:
-        """Back to the engine's own metrics, normal speed, no failures."""
+        """Back to the engine's own metrics, normal speed, no failures, no degraded model."""
         self.overrides = MetricOverrides()
         self.engine.set_slowdown(1.0)
         self.failing = False
+        self.degradations.clear()
 
     def set_slowdown(self, factor: float) -> None:
         """Multiply every latency by factor (1.0 = normal)."""
@@ -224,6 +163,17 @@ class SimServer:
     def set_fail(self, failing: bool) -> None:
         """Answer completions, chat and /health with 500 (models and metrics keep working)."""
         self.failing = failing
+
+    def degrade(self, *specs: Degradation) -> None:
+        """Degrade requests for each spec's model from now on (a spec that changes nothing removes it)."""
+        self._check_served(specs)
+        self.degradations.set(specs)
+
+    def _check_served(self, specs: tuple[Degradation, ...]) -> None:
+        served = self.models()
+        unknown = sorted({s.model for s in specs} - set(served))
+        if unknown:
+            raise ValueError(f"degrade: {', '.join(unknown)} not served here (serving: {', '.join(served)})")
 
     async def set_down(self, down: bool) -> None:
         """Stop listening and drop every connection and request (a killed pod), or listen again."""
@@ -248,31 +198,28 @@ class SimServer:
 
     def apply_control(self, control: dict[str, Any]) -> dict[str, Any]:
         """Apply a /sim/control body except `down` (async); returns the resulting control state."""
-        known = {
-            "clear",
-            "slowdown",
-            "fail",
-            "down",
-            "waiting",
-            "running",
-            "kv_cache_usage",
-            "running_lora_adapters",
-            "waiting_lora_adapters",
-        }
-        unknown = set(control) - known
+        unknown = set(control) - CONTROL_KEYS
         if unknown:
             raise ValueError(f"unknown control keys: {', '.join(sorted(unknown))}")
+        # Check everything before changing anything, so a 400 leaves the server as it was.
+        slowdown = control.get("slowdown")
+        if "slowdown" in control and (
+            isinstance(slowdown, bool) or not isinstance(slowdown, int | float) or slowdown <= 0
+        ):
+            raise ValueError("slowdown must be a number > 0")
+        degrade = parse_degradations(control.get("degrade"))
+        self._check_served(degrade)
+        overrides = {k: validated_override(k, control[k]) for k in control if k in vars(self.overrides)}
         if control.get("clear"):
             self.clear_overrides()
-        if "slowdown" in control:
-            slowdown = control["slowdown"]
-            if isinstance(slowdown, bool) or not isinstance(slowdown, int | float) or slowdown <= 0:
-                raise ValueError("slowdown must be a number > 0")
+        if degrade:
+            self.degrade(*degrade)
+        if slowdown is not None:
             self.set_slowdown(float(slowdown))
         if "fail" in control:
             self.set_fail(bool(control["fail"]))
-        overrides = {k: control[k] for k in control if k in vars(self.overrides)}
-        self.set_overrides(**overrides)
+        for key, value in overrides.items():
+            setattr(self.overrides, key, value)
         return self.control_state()
 
     def control_state(self) -> dict[str, Any]:
@@ -280,6 +227,7 @@ class SimServer:
             "slowdown": self.engine.slowdown,
             "fail": self.failing,
             "down": self.down,
+            "degrade": self.degradations.state(),
             "overrides": {
                 k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.overrides).items()
             },
@@ -350,37 +298,16 @@ class SimServer:
         return web.Response(status=200)
 
     async def _models(self, request: web.Request) -> web.Response:
+        cfg = self.config
         created = int(self._created)
-        base = self.config.served_model_name
-
-        def card(model_id: str, root: str, parent: str | None, max_len: int | None) -> dict[str, Any]:
-            permission = {
-                "id": self._perm_ids[model_id],
-                "object": "model_permission",
-                "created": created,
-                "allow_create_engine": False,
-                "allow_sampling": True,
-                "allow_logprobs": True,
-                "allow_search_indices": False,
-                "allow_view": True,
-                "allow_fine_tuning": False,
-                "organization": "*",
-                "group": None,
-                "is_blocking": False,
-            }
-            return {
-                "id": model_id,
-                "object": "model",
-                "created": created,
-                "owned_by": "vllm",
-                "root": root,
-                "parent": parent,
-                "max_model_len": max_len,
-                "permission": [permission],
-            }
-
-        data = [card(base, self.config.model_root, None, self.config.effective_max_model_len)]
-        data += [card(name, path, base, None) for name, path in self.config.lora_modules.items()]
+        base = cfg.served_model_name
+        data = [
+            model_card(base, cfg.model_root, None, cfg.effective_max_model_len, created, self._perm_ids[base])
+        ]
+        data += [
+            model_card(name, path, base, None, created, self._perm_ids[name])
+            for name, path in cfg.lora_modules.items()
+        ]
         return web.json_response({"object": "list", "data": data})
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
@@ -440,6 +367,9 @@ class SimServer:
             raise not_found_model(model, [self.config.served_model_name])
         if self.failing:
             raise internal_error()
+        effect = self.degradations.on_request(model)
+        if effect is not None and effect.fail:
+            raise internal_error(f"simulated degradation of {model}")
         prompt_tokens = count_tokens(len(req.prompt))
         max_tokens = req.max_tokens if req.max_tokens is not None else self.config.default_max_tokens
         max_len = self.config.effective_max_model_len
@@ -455,6 +385,8 @@ class SimServer:
             block_hashes=prompt_block_hashes(req.prompt, self.config.block_size, salt=adapter or ""),
             arrival=loop.time(),
             done=loop.create_future(),
+            ttft_factor=effect.ttft if effect is not None else 1.0,
+            tpot_factor=effect.tpot if effect is not None else 1.0,
         )
         self.engine.submit(seq)
         request_id = new_request_id(req.kind)
@@ -464,6 +396,8 @@ class SimServer:
             reason = await seq.done
             if reason == "abort":
                 raise internal_error("request aborted: the server is going down")
+            if seq.token_times is not None:  # a degraded request answers on its stretched clock
+                await asyncio.sleep(max(0.0, self.engine.emit_time(seq, seq.generated - 1) - loop.time()))
             body = completion_body(
                 req.kind,
                 request_id,
@@ -489,37 +423,5 @@ class SimServer:
         )
         await response.prepare(request)
         chunks = StreamChunks(req.kind, request_id, model)
-        opening = chunks.role()
-        if opening is not None:
-            await response.write(opening)
-        loop = asyncio.get_running_loop()
-        sent = 0
-        while True:
-            finished = seq.done.done()
-            # The last token goes out only with the finish, so it can carry finish_reason.
-            produced = (
-                seq.generated if finished else min(self.engine.tokens_generated(seq), seq.max_tokens - 1)
-            )
-            if produced > sent:
-                last = finished and produced == seq.max_tokens
-                parts = [
-                    chunks.token(filler_text(i, i + 1), "length" if last and i == produced - 1 else None)
-                    for i in range(sent, produced)
-                ]
-                await response.write(b"".join(parts))
-                sent = produced
-            if finished:
-                break
-            due = self.engine.next_token_at(seq)
-            delay = STREAM_WAIT_POLL_S if due is None else max(STREAM_MIN_INTERVAL_S, due - loop.time())
-            await asyncio.wait([seq.done], timeout=delay)
-        if seq.done.result() == "abort":
-            # A killed server drops the connection mid-stream.
-            if request.transport is not None:
-                request.transport.close()
-            return response
-        if req.include_usage:
-            await response.write(chunks.usage(seq.prompt_tokens, sent))
-        await response.write(chunks.done())
-        await response.write_eof()
+        await write_stream(request, response, chunks, self.engine, seq, req.include_usage)
         return response
