@@ -1,4 +1,4 @@
-"""Token usage and the first body chunk's time into dynamic metadata, which the access log sends to the picker."""
+"""Token usage and the first body chunk's time into dynamic metadata, which the access log brings back."""
 
 from __future__ import annotations
 
