@@ -7,7 +7,6 @@ of two polls and several replicas merge by summing (docs/rollout.md, "Measuremen
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -91,7 +90,7 @@ class Measurements:
 
     def __init__(self, registry: CollectorRegistry, replica: str | None = None) -> None:
         labels = ("model_name", "target_model_name", "pool")
-        self.replica = replica or os.environ.get("POD_NAME") or socket.gethostname()
+        self.replica = replica or socket.gethostname()  # in Kubernetes: the pod's name
         self.started_at = time.time()
         self.responses = Counter(
             "inference_model_response",
@@ -120,25 +119,36 @@ class Measurements:
             buckets=NTPOT_BUCKETS,
             registry=registry,
         )
+        # Labelled children, cached: `labels()` costs more than the observation.
+        self._responses: dict[tuple[str, str, str, str], Counter] = {}
+        self._timed: dict[tuple[str, str, str, bool], tuple[Histogram, Histogram, Histogram]] = {}
 
     def record(self, outcome: Outcome) -> str:
         """Count the outcome and observe its latencies; returns its status class."""
         klass = status_class(outcome)
-        labels = (outcome.model, outcome.target, outcome.pool)
-        self.responses.labels(*labels, klass).inc()
+        key = (outcome.model, outcome.target, outcome.pool)
+        counter = self._responses.get((*key, klass))
+        if counter is None:
+            counter = self._responses[(*key, klass)] = self.responses.labels(*key, klass)
+        counter.inc()
         # Latency of failures would mix error paths into the comparison; an unknown kind would mix both.
         if klass != OK or outcome.stream is None:
             return klass
-        streaming = _streaming(outcome.stream)
-        ttft = ttft_seconds(outcome)
-        if ttft is not None:
-            self.ttft.labels(*labels, streaming).observe(ttft)
-        tpot = tpot_seconds(outcome)
-        if tpot is not None:
-            self.tpot.labels(*labels, streaming).observe(tpot)
-        ntpot = normalized_tpot_seconds(outcome)
-        if ntpot is not None:
-            self.ntpot.labels(*labels).observe(ntpot)
+        timed = self._timed.get((*key, outcome.stream))
+        if timed is None:
+            streaming = _streaming(outcome.stream)
+            timed = self._timed[(*key, outcome.stream)] = (
+                self.ttft.labels(*key, streaming),
+                self.tpot.labels(*key, streaming),
+                self.ntpot.labels(*key),
+            )
+        for histogram, value in zip(
+            timed,
+            (ttft_seconds(outcome), tpot_seconds(outcome), normalized_tpot_seconds(outcome)),
+            strict=True,
+        ):
+            if value is not None:
+                histogram.observe(value)
         return klass
 
     def snapshot(
