@@ -88,12 +88,13 @@ USAGE_METADATA_NAMESPACE = "inference.networking.x-k8s.io.usage"
 
 
 class PickerMetadataKey:
-    """Keys inside PICKER_METADATA_NAMESPACE (all strings)."""
+    """Keys inside PICKER_METADATA_NAMESPACE (strings, except STREAM)."""
 
     POOL = "pool"  # "<namespace>/<name>" of the InferencePool
     MODEL = "model"  # the model the client asked for
     TARGET = "target"  # the target model the request was sent as
     ENDPOINT = "endpoint"  # the primary destination "<ip>:<port>"
+    STREAM = "stream"  # bool: the body asked for an SSE stream (TTFT and TPOT are kept apart by it)
 
 
 class UsageMetadataKey:
@@ -101,6 +102,10 @@ class UsageMetadataKey:
 
     PROMPT_TOKENS = "prompt_tokens"
     COMPLETION_TOKENS = "completion_tokens"
+    # Not from `usage`: Envoy's wall clock (microseconds since the epoch) when the first response body
+    # chunk passed the filter. Envoy's own upstream timings see the response headers, which a
+    # streaming server sends before the first token.
+    FIRST_CHUNK_US = "first_chunk_us"
 
 
 ACCESS_LOG_NAME = "inference-gateway"  # HttpGrpcAccessLogConfig.common_config.log_name

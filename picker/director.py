@@ -17,6 +17,7 @@ from picker.datastore import Datastore, PoolView
 from picker.errors import ErrorCode, PickerError
 from picker.handlers.accesslog import Outcome
 from picker.handlers.extproc.attributes import RequestAttributes
+from picker.measurements import OK
 from picker.metrics import PickerMetrics, RequestMetrics
 from picker.scheduling.types import Decision, Endpoint, InferenceRequest, Rejection
 
@@ -72,7 +73,7 @@ class Lease:
 @dataclass(frozen=True)
 class Routed:
     """Where the request goes: pool, client model, target model, endpoints (primary first), the body
-    to send (None: unchanged) and the lease to release when the request ends."""
+    to send (None: unchanged), the lease to release when the request ends, and whether it streams."""
 
     pool: str
     model: str
@@ -80,6 +81,7 @@ class Routed:
     endpoints: tuple[str, ...]
     body: bytes | None
     lease: Lease
+    stream: bool = False
 
 
 class Director:
@@ -163,18 +165,33 @@ class Director:
         new_body = rewrite_model(raw, target) if target != parsed.model else None
         series = self.metrics.for_request(parsed.model, target, view.pool.key)
         lease = Lease(self.datastore, chosen[0], series, request.started)
-        return Routed(view.pool.key, parsed.model, target, chosen, new_body, lease)
+        return Routed(view.pool.key, parsed.model, target, chosen, new_body, lease, parsed.stream)
 
     def reject(self, error: PickerError) -> None:
         """Count a request the picker answered itself."""
         self.metrics.errors.labels(error.model, error.target, error.pool, error.code.value).inc()
 
     def record_outcome(self, outcome: Outcome) -> None:
-        """Status and token usage of a routed request, from Envoy's access log (maybe another replica's)."""
+        """Status, latencies and token usage of a routed request, from Envoy's access log (maybe
+        another replica's)."""
         if outcome.status is not None and outcome.status >= 400:
             self.metrics.errors.labels(
                 outcome.model, outcome.target, outcome.pool, ErrorCode.MODEL_SERVER_ERROR.value
             ).inc()
+        status_class = self.metrics.measurements.record(outcome)
+        if status_class != OK:
+            # The failures a rollout would be judged on, with what Envoy said about them.
+            log.debug(
+                "request failed",
+                request_id=outcome.request_id,
+                pool=outcome.pool,
+                model=outcome.model,
+                target=outcome.target,
+                endpoint=outcome.endpoint,
+                status=outcome.status,
+                status_class=status_class,
+                flags=sorted(outcome.flags),
+            )
         if outcome.prompt_tokens is None and outcome.completion_tokens is None:
             return
         series = self.metrics.for_request(outcome.model, outcome.target, outcome.pool)

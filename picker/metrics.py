@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from picker.datastore import Datastore
+from picker.errors import ErrorCode
+from picker.measurements import Measurements
+
+# The rollout controller's JSON source (docs/rollout.md, "Measurements"), on the metrics port.
+MEASUREMENTS_PATH = "/measurements"
 
 DURATION_BUCKETS = (
     0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 45, 60,
@@ -80,6 +86,8 @@ class PickerMetrics:
             buckets=DECISION_BUCKETS,
             registry=r,
         )
+        # Outcomes from the access log: status classes, TTFT, TPOT (picker/measurements.py).
+        self.measurements = Measurements(r)
         self._children: dict[tuple[str, str, str], RequestMetrics] = {}
 
     def for_request(self, model: str, target: str, pool: str) -> RequestMetrics:
@@ -102,6 +110,14 @@ class PickerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    def measurements_json(self) -> bytes:
+        """GET MEASUREMENTS_PATH: per target cumulative outcomes, picker rejections and histograms."""
+        # Model server errors are outcomes already (responses.5xx); the rest the picker answered itself.
+        snapshot = self.measurements.snapshot(
+            self.requests, self.errors, skip_error_codes=(ErrorCode.MODEL_SERVER_ERROR.value,)
+        )
+        return orjson.dumps(snapshot)
 
 
 class _PoolCollector(Collector):
@@ -137,13 +153,17 @@ class _PoolCollector(Collector):
 
 
 async def start_metrics_server(metrics: PickerMetrics, host: str, port: int) -> web.AppRunner:
-    """Serve GET /metrics on host:port; returns the runner (call `cleanup()` to stop)."""
+    """Serve GET /metrics and MEASUREMENTS_PATH on host:port; returns the runner (`cleanup()` stops it)."""
 
     async def handle(_: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
 
+    async def measurements(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.measurements_json(), content_type="application/json")
+
     app = web.Application()
     app.router.add_get("/metrics", handle)
+    app.router.add_get(MEASUREMENTS_PATH, measurements)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -16,7 +16,7 @@ from api.contract import (
     PickerMetadataKey,
     UsageMetadataKey,
 )
-from picker.handlers.accesslog import AccessLogReceiver, Outcome, read_outcome
+from picker.handlers.accesslog import AccessLogReceiver, Outcome, Timings, read_outcome
 
 
 def _entry(
@@ -57,6 +57,40 @@ def test_routed_entry_gives_status_and_usage() -> None:
         prompt_tokens=90,
         completion_tokens=16,
     )
+
+
+START_US = 1_700_000_000_123_456
+
+
+def test_timings_flags_and_stream_are_read_relative_to_the_request_start() -> None:
+    usage = {UsageMetadataKey.COMPLETION_TOKENS: 11, UsageMetadataKey.FIRST_CHUNK_US: START_US + 250_000}
+    entry = _entry(200, {**MARK, PickerMetadataKey.STREAM: True}, usage)
+    common = entry.common_properties
+    common.start_time.FromMicroseconds(START_US)
+    common.time_to_last_upstream_tx_byte.FromMilliseconds(20)
+    common.time_to_first_upstream_rx_byte.FromMilliseconds(30)  # the headers: not the first token
+    common.time_to_last_upstream_rx_byte.FromMilliseconds(1250)
+    common.time_to_last_downstream_tx_byte.FromMilliseconds(1251)
+    common.response_flags.downstream_connection_termination = True
+    common.response_flags.upstream_request_timeout = True
+    outcome = read_outcome(entry)
+    assert outcome is not None
+    assert outcome.stream is True
+    assert outcome.flags == {"DC", "UT"}
+    assert outcome.timings == Timings(
+        first_chunk=0.25, last_upstream_tx=0.02, last_upstream_rx=1.25, last_downstream_tx=1.251
+    )
+
+
+def test_a_mark_without_stream_and_an_entry_without_timings_leave_them_unknown() -> None:
+    outcome = read_outcome(_entry(200, MARK, {UsageMetadataKey.FIRST_CHUNK_US: START_US}))
+    assert outcome is not None
+    assert (outcome.stream, outcome.flags, outcome.timings) == (None, frozenset(), Timings())
+    # Envoy's wall clock stepped back between the start and the first chunk: no TTFT, not a negative one.
+    entry = _entry(200, MARK, {UsageMetadataKey.FIRST_CHUNK_US: START_US - 1})
+    entry.common_properties.start_time.FromMicroseconds(START_US)
+    stepped = read_outcome(entry)
+    assert stepped is not None and stepped.timings.first_chunk is None
 
 
 def test_entries_not_routed_by_a_picker_are_ignored() -> None:

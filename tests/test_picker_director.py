@@ -247,12 +247,16 @@ def test_outcomes_from_the_access_log_count_errors_and_tokens_per_model_and_targ
     rig.director.record_outcome(outcome(200, 90, 16))
     rig.director.record_outcome(outcome(200, 10, None))
     rig.director.record_outcome(outcome(502, None, None))
-    rig.director.record_outcome(outcome(None, None, None))  # client gone before a response: nothing
+    rig.director.record_outcome(outcome(None, None, None))  # client gone before a response: no error
     assert registry.get_sample_value("inference_model_input_tokens_sum", labels) == 100
     assert registry.get_sample_value("inference_model_input_tokens_count", labels) == 2
     assert registry.get_sample_value("inference_model_output_tokens_sum", labels) == 16
     errors = {**labels, "error_code": "ModelServerError"}
     assert registry.get_sample_value("inference_model_request_error_total", errors) == 1
+    classes = {"2xx": 2, "5xx": 1, "client_gone": 1}
+    for status_class, count in classes.items():
+        responses = {**labels, "status_class": status_class}
+        assert registry.get_sample_value("inference_model_response_total", responses) == count
 
 
 class _RecordingScheduler:

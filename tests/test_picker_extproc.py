@@ -52,10 +52,11 @@ def test_routed_body_response_sets_destination_metadata_and_body() -> None:
 
 
 def test_routed_body_response_marks_the_request_for_the_access_log() -> None:
-    mark = mutations.RoutedMark("default/pool", "alias", "base", "10.0.0.1:8000")
+    mark = mutations.RoutedMark("default/pool", "alias", "base", "10.0.0.1:8000", stream=True)
     response = mutations.routed_body_response("10.0.0.1:8000", None, mark)
     fields = response.dynamic_metadata.fields
-    picker = fields[PICKER_METADATA_NAMESPACE].struct_value.fields
+    picker = dict(fields[PICKER_METADATA_NAMESPACE].struct_value.fields)
+    assert picker.pop(PickerMetadataKey.STREAM).bool_value is True
     assert {k: v.string_value for k, v in picker.items()} == {
         PickerMetadataKey.POOL: "default/pool",
         PickerMetadataKey.MODEL: "alias",

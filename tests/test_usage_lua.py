@@ -76,7 +76,8 @@ def _bootstrap(listener_port: int, upstream_port: int, access_log: Path) -> dict
     usage = USAGE_METADATA_NAMESPACE
     log_format = (
         f"%REQ(:PATH)% %DYNAMIC_METADATA({usage}:{UsageMetadataKey.PROMPT_TOKENS})% "
-        f"%DYNAMIC_METADATA({usage}:{UsageMetadataKey.COMPLETION_TOKENS})%\n"
+        f"%DYNAMIC_METADATA({usage}:{UsageMetadataKey.COMPLETION_TOKENS})% "
+        f"%START_TIME(%s.%6f)% %DYNAMIC_METADATA({usage}:{UsageMetadataKey.FIRST_CHUNK_US})%\n"
     )
     enabled = {naming.USAGE_FILTER: MessageToDict(enable_on_route())}
     routes = [
@@ -148,13 +149,22 @@ class Gateway:
 
     async def usage_of(self, path: str) -> tuple[str, str]:
         """(prompt_tokens, completion_tokens) as the access log printed them for `path` ("-": absent)."""
+        fields = await self._logged(path)
+        return fields[0], fields[1]
+
+    async def first_chunk_after_start(self, path: str) -> float | None:
+        """Seconds from the request's start to the first response body chunk (None: not logged)."""
+        _, _, start, first_chunk_us = await self._logged(path)
+        return None if first_chunk_us == "-" else float(first_chunk_us) / 1e6 - float(start)
+
+    async def _logged(self, path: str) -> list[str]:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.access_log.exists():
                 for line in self.access_log.read_text().splitlines():
-                    logged_path, prompt, completion = line.split(" ")
+                    logged_path, *fields = line.split(" ")
                     if logged_path == path:
-                        return prompt, completion
+                        return fields
             await asyncio.sleep(0.02)
         raise AssertionError(f"no access log line for {path}:\n{_tail(self.log)}")
 
@@ -315,10 +325,21 @@ async def test_large_body_passes_byte_identical_with_usage_at_the_end(gateway: G
     assert await gateway.usage_of("/v1/large") == ("1000", "2000")
 
 
+async def test_first_chunk_time_is_the_first_body_chunk_not_the_headers(gateway: Gateway) -> None:
+    """The upstream sends its headers at once and the first event after a pause: TTFT sees the pause."""
+    pause = 0.2
+    script: list[Write] = [pause, _sse(_chunk("first")), PAUSE_SECONDS, _sse(_chunk("", _usage(3, 2)))]
+    assert await _fetch(gateway, "/v1/first-chunk", script) == _sent(script)
+    first_chunk = await gateway.first_chunk_after_start("/v1/first-chunk")
+    assert first_chunk is not None
+    assert pause <= first_chunk < pause + 5  # the pause at least; the upper bound only catches a unit error
+
+
 async def test_route_without_the_per_route_config_does_not_run_the_filter(gateway: Gateway) -> None:
     script: list[Write] = [json.dumps({"usage": _usage(1, 2)}).encode()]
     assert await _fetch(gateway, "/off/json", script) == _sent(script)
     assert await gateway.usage_of("/off/json") == ("-", "-")
+    assert await gateway.first_chunk_after_start("/off/json") is None
 
 
 async def test_first_sse_event_reaches_the_client_before_the_upstream_sends_the_last(

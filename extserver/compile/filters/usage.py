@@ -1,4 +1,4 @@
-"""Token usage from the response body into dynamic metadata, which the access log sends to the picker."""
+"""Token usage and the first body chunk's time into dynamic metadata, which the access log brings back."""
 
 from __future__ import annotations
 
@@ -27,11 +27,17 @@ _USAGE = """\
 local namespace = {namespace}
 local keys = {{{keys}}}
 local tail_bytes = {tail_bytes}
+local first_chunk_key = {first_chunk_key}
 
 function envoy_on_response(response_handle)
   local found = {{}}
   local tail = ""
+  local first_chunk_us = nil
   for chunk in response_handle:bodyChunks() do
+    if first_chunk_us == nil then
+      -- TTFT: when the first SSE event (or the whole JSON answer) arrived, not the headers.
+      first_chunk_us = tonumber(response_handle:timestampString(EnvoyTimestampResolution.MICROSECOND))
+    end
     local text = tail .. chunk:getBytes(0, chunk:length())
     if string.find(text, '_tokens"', 1, true) then
       for _, key in ipairs(keys) do
@@ -52,6 +58,9 @@ function envoy_on_response(response_handle)
       metadata:set(namespace, key, found[key])
     end
   end
+  if first_chunk_us ~= nil then
+    metadata:set(namespace, first_chunk_key, first_chunk_us)
+  end
 end
 """
 
@@ -64,6 +73,7 @@ def usage_lua_code() -> str:
         namespace=json.dumps(contract.USAGE_METADATA_NAMESPACE),
         keys=", ".join(json.dumps(key) for key in keys),
         tail_bytes=TAIL_BYTES,
+        first_chunk_key=json.dumps(UsageMetadataKey.FIRST_CHUNK_US),
     )
 
 

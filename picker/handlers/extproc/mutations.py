@@ -57,6 +57,7 @@ class RoutedMark:
     model: str
     target: str
     endpoint: str
+    stream: bool = False
 
 
 def routed_metadata(destination: str, mark: RoutedMark) -> struct_pb2.Struct:
@@ -69,6 +70,7 @@ def routed_metadata(destination: str, mark: RoutedMark) -> struct_pb2.Struct:
             PickerMetadataKey.MODEL: mark.model,
             PickerMetadataKey.TARGET: mark.target,
             PickerMetadataKey.ENDPOINT: mark.endpoint,
+            PickerMetadataKey.STREAM: mark.stream,
         }
     )
     return metadata

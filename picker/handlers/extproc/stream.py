@@ -100,7 +100,9 @@ class _Stream:
             return self._reject(PickerError(500, "internal error in the endpoint picker"))
         self.lease = routed.lease
         destination = mutations.destination_value(routed.endpoints)
-        mark = mutations.RoutedMark(routed.pool, routed.model, routed.target, routed.endpoints[0])
+        mark = mutations.RoutedMark(
+            routed.pool, routed.model, routed.target, routed.endpoints[0], routed.stream
+        )
         return mutations.routed_body_response(destination, routed.body, mark)
 
     def _reject(self, error: PickerError) -> ep.ProcessingResponse:
