@@ -166,8 +166,10 @@ class Verdict:
     metrics: tuple[MetricResult, ...] = field(default=())
 
     def to_dict(self) -> dict[str, object]:
-        """Plain data (str enums, floats, None) for a status field, an Event or a log line."""
-        return asdict(self)
+        """Plain data (str enums, floats, None, lists) for a status field, an Event or a log line."""
+        data = asdict(self)
+        data["metrics"] = list(data["metrics"])
+        return data
 
 
 def judge(stable: TargetWindow, candidate: TargetWindow, config: JudgementConfig | None = None) -> Verdict:
@@ -230,7 +232,9 @@ def _judge_latency(
     test = mann_whitney_greater(s, c)
     ratio = _ratio(qc, qs)
     alpha = cfg.alpha_per_test
-    numbers = f"{name} {qc * 1000:.0f}ms vs {qs * 1000:.0f}ms" + (f" ({ratio:.2f}x)" if ratio else "")
+    numbers = f"candidate {qc * 1000:.3g}ms vs stable {qs * 1000:.3g}ms" + (
+        f" ({ratio:.2f}x)" if ratio else ""
+    )
     stats = f"p={test.p_value:.2g}, n={c.n}/{s.n}"
     measured = _with(base, "", stable=qs, candidate=qc, ratio=ratio, p_value=test.p_value, cles=test.cles)
     if imbalance is not None:
@@ -286,7 +290,7 @@ def _judge_rate(
     p = hypergeom_sf(xc, ns + nc, xs + xc, nc)
     ratio = _ratio(rc, rs)
     alpha = cfg.alpha_per_test
-    numbers = f"{name} {rc:.2%} vs {rs:.2%}" + (f" ({ratio:.2f}x)" if ratio else "")
+    numbers = f"candidate {rc:.2%} vs stable {rs:.2%}" + (f" ({ratio:.2f}x)" if ratio else "")
     stats = f"p={p:.2g}, n={nc}/{ns}"
     measured = _with(base, "", stable=rs, candidate=rc, ratio=ratio, p_value=p)
     if imbalance is not None:
