@@ -14,7 +14,6 @@ Fewer samples make a metric INCONCLUSIVE, which never passes (decision.py sets t
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 
@@ -69,6 +68,14 @@ class MetricSpec:
     min_increase: float = 0.01
     # A critical FAIL whose ratio reaches this is "clear" (immediate rollback); None: 1 + 2 x (limit - 1).
     clear_limit: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit <= 0.0 or self.clear < self.limit or self.min_increase < 0.0:
+            raise ValueError(f"{self.metric.value}: need 0 < limit <= clear limit and min_increase >= 0")
+        if self.absolute_limit is not None and not (
+            self.absolute_limit > 0.0 and (self.metric.is_latency or self.absolute_limit < 1.0)
+        ):
+            raise ValueError(f"{self.metric.value}: an absolute limit is > 0 (and a rate's < 1)")
 
     @property
     def limit(self) -> float:
@@ -231,7 +238,6 @@ def _judge_latency(
     assert qs is not None and qc is not None
     test = mann_whitney_greater(s, c)
     ratio = _ratio(qc, qs)
-    alpha = cfg.alpha_per_test
     numbers = f"candidate {qc * 1000:.3g}ms vs stable {qs * 1000:.3g}ms" + (
         f" ({ratio:.2f}x)" if ratio else ""
     )
@@ -239,21 +245,9 @@ def _judge_latency(
     measured = _with(base, "", stable=qs, candidate=qc, ratio=ratio, p_value=test.p_value, cles=test.cles)
     if imbalance is not None:
         return _with(measured, f"{name}: not compared: {imbalance}")
-    relative_fail = test.p_value < alpha and (ratio is None or ratio > spec.limit)
     abs_p = _absolute_latency_p(c, spec) if spec.absolute_limit is not None else None
-    absolute_fail = abs_p is not None and abs_p < alpha
-    if relative_fail or absolute_fail:
-        clear = (
-            spec.critical
-            and relative_fail
-            and test.p_value < cfg.clear_alpha
-            and (ratio or math.inf) >= spec.clear
-        )
-        why = f"over {spec.limit:g}x" if relative_fail else f"over the absolute {spec.absolute_limit:g}s"
-        return _with(measured, f"{name}: {numbers} {why} ({stats})", result=Result.FAIL, clear=clear,
-                     absolute_p_value=abs_p)  # fmt: skip
-    return _with(measured, f"{name}: {numbers} within {spec.limit:g}x ({stats})", result=Result.PASS,
-                 absolute_p_value=abs_p)  # fmt: skip
+    beyond = ratio is None or ratio > spec.limit
+    return _conclude(measured, spec, cfg, numbers, stats, beyond, abs_p)
 
 
 def _absolute_latency_p(c: Binned, spec: MetricSpec) -> float:
@@ -289,23 +283,50 @@ def _judge_rate(
     # Fisher's exact test, one-sided: given all errors of the window, are too many the candidate's?
     p = hypergeom_sf(xc, ns + nc, xs + xc, nc)
     ratio = _ratio(rc, rs)
-    alpha = cfg.alpha_per_test
     numbers = f"candidate {rc:.2%} vs stable {rs:.2%}" + (f" ({ratio:.2f}x)" if ratio else "")
     stats = f"p={p:.2g}, n={nc}/{ns}"
     measured = _with(base, "", stable=rs, candidate=rc, ratio=ratio, p_value=p)
     if imbalance is not None:
         return _with(measured, f"{name}: not compared: {imbalance}")
     beyond = (ratio is None or ratio > spec.limit) and rc - rs > spec.min_increase
-    relative_fail = p < alpha and beyond
     abs_p = binomial_sf(xc, nc, spec.absolute_limit) if spec.absolute_limit is not None else None
-    absolute_fail = abs_p is not None and abs_p < alpha
+    return _conclude(measured, spec, cfg, numbers, stats, beyond, abs_p)
+
+
+def _conclude(
+    measured: MetricResult,
+    spec: MetricSpec,
+    cfg: JudgementConfig,
+    numbers: str,
+    stats: str,
+    beyond: bool,
+    abs_p: float | None,
+) -> MetricResult:
+    """PASS or FAIL from the relative test (significant AND beyond the limit) and the absolute one."""
+    assert measured.p_value is not None
+    significant = measured.p_value < cfg.alpha_per_test
+    relative_fail = significant and beyond
+    absolute_fail = abs_p is not None and abs_p < cfg.alpha_per_test
+    head = f"{spec.metric.value}: {numbers}"
     if relative_fail or absolute_fail:
-        clear = spec.critical and relative_fail and p < cfg.clear_alpha and (ratio or math.inf) >= spec.clear
-        why = f"over {spec.limit:g}x" if relative_fail else f"over the absolute {spec.absolute_limit:.2%}"
-        return _with(measured, f"{name}: {numbers} {why} ({stats})", result=Result.FAIL, clear=clear,
-                     absolute_p_value=abs_p)  # fmt: skip
-    return _with(measured, f"{name}: {numbers} within {spec.limit:g}x ({stats})", result=Result.PASS,
-                 absolute_p_value=abs_p)  # fmt: skip
+        clear = (
+            spec.critical
+            and relative_fail
+            and measured.p_value < cfg.clear_alpha
+            and (measured.ratio is None or measured.ratio >= spec.clear)
+        )
+        if relative_fail:
+            why = f"over {spec.limit:g}x"
+        elif spec.metric.is_latency:
+            why = f"over the absolute {spec.absolute_limit:g}s"
+        else:
+            why = f"over the absolute {spec.absolute_limit:.2%}"
+        return _with(
+            measured, f"{head} {why} ({stats})", result=Result.FAIL, clear=clear, absolute_p_value=abs_p
+        )
+    # Why it passed: within the limit, or beyond it without enough evidence.
+    why = "beyond the limit but not significant" if beyond else f"within {spec.limit:g}x"
+    return _with(measured, f"{head} {why} ({stats})", result=Result.PASS, absolute_p_value=abs_p)
 
 
 def _with(r: MetricResult, reason: str, **changes: object) -> MetricResult:

@@ -64,9 +64,9 @@ def _window(
     return stable, target(n, requests, ttft_shift, tpot_shift, errors[1])
 
 
-def _verdicts(seed: int, **kwargs: object) -> list[Verdict]:
+def _verdicts(seed: int, config: JudgementConfig | None = None, **kwargs: object) -> list[Verdict]:
     rng = np.random.default_rng(seed)
-    return [judge(*_window(rng, **kwargs)) for _ in range(WINDOWS)]  # type: ignore[arg-type]
+    return [judge(*_window(rng, **kwargs), config) for _ in range(WINDOWS)]  # type: ignore[arg-type]
 
 
 def _fail_rate(verdicts: list[Verdict]) -> float:
@@ -111,9 +111,10 @@ def test_five_percent_errors_against_half_a_percent_are_detected_at_the_minimum(
 
 @pytest.mark.parametrize("rate", [0.005, 0.05])
 def test_equal_error_rates_are_not_flagged(rate: float) -> None:
-    verdicts = _verdicts(seed=5, errors=(rate, rate))
-    error = [next(r for r in v.metrics if r.metric is Metric.ERROR_RATE) for v in verdicts]
-    assert sum(r.result is Result.FAIL for r in error) / WINDOWS < 0.01
+    only_errors = JudgementConfig(metrics=(MetricSpec(Metric.ERROR_RATE, critical=True),))
+    verdicts = _verdicts(seed=5, config=only_errors, n=0, errors=(rate, rate))
+    assert all(v.result is not Result.INCONCLUSIVE for v in verdicts)
+    assert _fail_rate(verdicts) < 0.01
 
 
 # --- the window's verdict ---------------------------------------------------------------------------------
@@ -165,11 +166,12 @@ def test_a_significant_shift_within_the_limit_passes() -> None:
     verdict = judge(*_window(rng, n=2000, ttft_shift=1.1))
     p50 = next(r for r in verdict.metrics if r.metric is Metric.TTFT_P50)
     assert p50.p_value is not None and p50.p_value < verdict.alpha_per_test
-    assert p50.result is Result.PASS
+    assert p50.result is Result.PASS and "within 1.2x" in p50.reason
 
 
 def test_a_faster_candidate_passes() -> None:
-    verdicts = _verdicts(seed=10, ttft_shift=0.5, tpot_shift=0.5)
+    rng = np.random.default_rng(10)
+    verdicts = [judge(*_window(rng, ttft_shift=0.5, tpot_shift=0.5)) for _ in range(200)]
     assert not any(r.result is Result.FAIL for v in verdicts for r in v.metrics if r.metric.is_latency)
 
 
@@ -229,6 +231,10 @@ def test_config_is_validated() -> None:
         JudgementConfig(alpha=0.0)
     with pytest.raises(ValueError):
         JudgementConfig(min_samples=0)
+    with pytest.raises(ValueError):
+        MetricSpec(Metric.ERROR_RATE, absolute_limit=1.5)
+    with pytest.raises(ValueError):
+        MetricSpec(Metric.TTFT_P90, relative_limit=1.5, clear_limit=1.2)
 
 
 # --- histograms -------------------------------------------------------------------------------------------
