@@ -12,6 +12,7 @@ COPY pyproject.toml README.md ./
 COPY api/ api/
 COPY extserver/ extserver/
 COPY picker/ picker/
+COPY rollout/ rollout/
 RUN pip install . && rm -rf /src
 
 RUN useradd --system --uid 65532 --no-create-home app
