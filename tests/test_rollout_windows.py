@@ -8,10 +8,14 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from picker.handlers.accesslog import Outcome, Timings
 from picker.metrics import PickerMetrics
 from rollout.judgement import Result, judge
+from rollout.poll import WindowTracker, poll
+from rollout.stats import Histogram
 from rollout.windows import (
     MeasurementsError,
     ReplicaWindow,
@@ -85,6 +89,7 @@ def test_delta_of_two_polls_is_what_was_served_between_them() -> None:
     tw = target_window(s, w.bounds)
     # Streaming TTFT only; the shed requests (never in the access log) count as requests.
     assert (tw.requests, tw.errors_5xx, tw.timeouts, tw.shed) == (8, 1, 1, 2)
+    assert isinstance(tw.ttft, Histogram) and isinstance(tw.tpot, Histogram)
     assert tw.ttft.total == 3 and tw.tpot.total == 3
 
 
@@ -152,7 +157,8 @@ def test_merge_sums_replicas_one_appearing_and_one_gone() -> None:
     assert s.requests == 2 and s.ttft["streaming"].count == 2
     assert s.ttft["streaming"].sum == pytest.approx(0.4)
     windows = target_windows(w2)
-    assert windows[S].ttft.total == 2 and windows[C].requests == 1
+    ttft = windows[S].ttft
+    assert isinstance(ttft, Histogram) and ttft.total == 2 and windows[C].requests == 1
 
 
 def test_merge_refuses_different_bounds_and_marks_missing_replicas() -> None:
@@ -197,3 +203,78 @@ def test_judge_fails_a_canary_with_3x_ttft_and_passes_equal_ones(seed: int) -> N
 def test_too_few_samples_are_inconclusive() -> None:
     stable, canary = _window_pair(np.random.default_rng(4), 10, 1.0)
     assert judge(stable, canary).result is Result.INCONCLUSIVE
+
+
+class Fleet:
+    """Replicas behind real HTTP endpoints (aiohttp test servers); a replica can be made to fail."""
+
+    def __init__(self) -> None:
+        self.replicas: dict[str, Replica] = {}
+        self.failing: set[str] = set()
+        self.now = 0.0
+
+    def app(self) -> web.Application:
+        async def measurements(request: web.Request) -> web.Response:
+            name = request.match_info["name"]
+            if name in self.failing:
+                return web.Response(status=503)
+            return web.json_response(self.replicas[name].doc(self.now))
+
+        app = web.Application()
+        app.router.add_get("/{name}/measurements", measurements)
+        return app
+
+
+async def test_tracker_windows_with_replicas_failing_appearing_and_going() -> None:
+    fleet = Fleet()
+    fleet.replicas = {"a": Replica("p-a", 0.0), "b": Replica("p-b", 0.0)}
+    server = TestServer(fleet.app())
+    await server.start_server()
+    urls = [str(server.make_url(f"/{n}/measurements")) for n in ("a", "b", "c")]
+    listed = urls[:2]
+
+    async def discover() -> list[str]:
+        return listed
+
+    clock = iter(float(t) for t in range(10, 100, 10))
+    tracker = WindowTracker(discover, clock=lambda: next(clock))
+    try:
+        fleet.replicas["a"].serve(STABLE)  # before the baseline: never counted
+        first = await tracker.advance()
+        assert first.baseline and not first.complete and first.targets == {}
+
+        fleet.replicas["a"].serve(STABLE)
+        fleet.replicas["b"].serve(CANARY)
+        w = await tracker.advance()
+        assert w.complete and (w.target(*S).requests, w.target(*C).requests) == (1, 1)
+        assert set(w.replicas.values()) == {"p-a", "p-b"}
+
+        # b fails: reported, the window is incomplete, a's share still counted.
+        fleet.failing.add("b")
+        fleet.replicas["a"].serve(STABLE)
+        fleet.replicas["b"].serve(CANARY)
+        w = await tracker.advance()
+        assert not w.complete and "HTTP 503" in w.window.missing[urls[1]]
+        assert w.target(*S).requests == 1
+
+        # b answers again but has no baseline (its canary request fell between): still incomplete.
+        fleet.failing.clear()
+        w = await tracker.advance()
+        assert not w.complete and "unknown" in w.window.missing[urls[1]]
+        assert w.target(*C).requests == 0
+
+        # c starts within the window (after the previous call at 40): all it counted is in it; b is gone.
+        fleet.replicas["c"] = Replica("p-c", 45.0)
+        fleet.replicas["c"].serve(CANARY)
+        fleet.replicas["b"].serve(CANARY)
+        listed[:] = [urls[0], urls[2]]
+        w = await tracker.advance()
+        assert w.complete and w.window.restarted == ("p-c",)
+        assert (w.target(*S).requests, w.target(*C).requests) == (0, 1)
+    finally:
+        await server.close()
+
+
+async def test_poll_reports_an_unreachable_replica() -> None:
+    (polled,) = await poll(["http://127.0.0.1:9/measurements"], timeout=1.0)
+    assert polled.doc is None and polled.error
