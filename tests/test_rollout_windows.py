@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from picker.handlers.accesslog import Outcome, Timings
 from picker.metrics import PickerMetrics
+from rollout.discovery import endpoint_slice_urls
 from rollout.judgement import Result, judge
 from rollout.poll import WindowTracker, poll
 from rollout.stats import Histogram
@@ -278,3 +279,28 @@ async def test_tracker_windows_with_replicas_failing_appearing_and_going() -> No
 async def test_poll_reports_an_unreachable_replica() -> None:
     (polled,) = await poll(["http://127.0.0.1:9/measurements"], timeout=1.0)
     assert polled.doc is None and polled.error
+
+
+def test_endpoint_slices_give_the_serving_replicas_urls() -> None:
+    slices = {
+        "items": [
+            {
+                "ports": [{"name": "metrics", "port": 9090}, {"name": "grpc", "port": 9002}],
+                "endpoints": [
+                    {"addresses": ["10.0.0.2"], "conditions": {"ready": True}},
+                    {"addresses": ["10.0.0.1"]},
+                    {"addresses": ["10.0.0.3"], "conditions": {"ready": False, "serving": True}},
+                    {"addresses": ["10.0.0.4"], "conditions": {"ready": False}},
+                ],
+            },
+            {"ports": [{"name": "metrics", "port": 9090}], "endpoints": [{"addresses": ["fd00::5"]}]},
+        ]
+    }
+    assert endpoint_slice_urls(slices, "metrics") == [
+        "http://10.0.0.1:9090/measurements",
+        "http://10.0.0.2:9090/measurements",
+        "http://10.0.0.3:9090/measurements",
+        "http://[fd00::5]:9090/measurements",
+    ]
+    assert endpoint_slice_urls(slices, "other") == []
+    assert endpoint_slice_urls(slices, 9191)[0] == "http://10.0.0.1:9191/measurements"
