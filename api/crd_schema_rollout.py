@@ -223,7 +223,12 @@ def _status() -> Schema:
         "Observed state, written by the rollout controller.",
         {
             "phase": c._string("Where the rollout is.", enum=tuple(p.value for p in Phase)),
-            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0, "description": "Generation acted on."},
+            "observedGeneration": {
+                "type": "integer",
+                "format": "int64",
+                "minimum": 0,
+                "description": "metadata.generation the status is for.",
+            },
             "currentStep": _int("Index of the current step.", 0, v.ROLLOUT_STEPS_MAX - 1),
             "currentWeight": _int("The candidate's current weight, percent.", 0, 100),
             "startedAt": {**time, "description": "When the rollout began."},
@@ -265,7 +270,7 @@ def rollout_schema() -> Schema:
 
 
 def rollout_crds() -> list[Schema]:
-    columns = [
+    columns: list[Schema] = [
         {"name": "Target", "type": "string", "jsonPath": ".spec.target.name"},
         {"name": "Kind", "type": "string", "jsonPath": ".spec.target.kind", "priority": 1},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
