@@ -205,7 +205,7 @@ async def test_kubernetes_source_watches_rollouts_when_asked() -> None:
             assert set(source.store.snapshot().rollouts) == {"team/r"}
             edited = rollout(paused=True)
             fake.put(edited, ROLLOUT_KIND.plural)
-            snap = await wait_for(source, lambda s: "team/r" in s.rollouts and s.rollouts["team/r"].paused)  # type: ignore[arg-type]
+            snap = await wait_for(source, lambda s: "team/r" in s.rollouts and s.rollouts["team/r"].paused)
             assert snap.rollouts["team/r"].meta.generation == 2
         finally:
             source.stop()
