@@ -6,10 +6,12 @@ rollout/judgement.py and rollout/decision.py the statistics and the state machin
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from api.rollout import Analysis, InferenceRollout, MetricLimit
-from rollout.decision import Decision, DecisionConfig
+from api.rollout_status import AnalysisState
+from rollout.decision import Decision, DecisionConfig, RolloutState
 from rollout.judgement import DEFAULT_METRICS, JudgementConfig, Metric, MetricSpec, Verdict
 
 DEFAULT_CLEAR_ALPHA = JudgementConfig().clear_alpha
@@ -79,3 +81,30 @@ def analysis_status(verdict: Verdict, decision: Decision, step: int, time: str) 
         "decision": str(decision),
         "metrics": metrics,
     }
+
+
+def decision_state(state: AnalysisState, reason: str = "resumed from status") -> RolloutState:
+    """status.analysisState as the decision's state; its clock is Unix time (a restart keeps it)."""
+    since = (
+        datetime.fromisoformat(state.inconclusive_since.replace("Z", "+00:00")).timestamp()
+        if state.inconclusive_since
+        else None
+    )
+    return RolloutState(
+        reason=reason,
+        failed_checks=state.failed_checks,
+        passes=state.passes,
+        inconclusive_windows=state.inconclusive_windows,
+        inconclusive_since=since,
+    )
+
+
+def analysis_state(state: RolloutState) -> AnalysisState:
+    """The decision's counters for status.analysisState (`inconclusive_since` read as Unix time)."""
+    since = state.inconclusive_since
+    return AnalysisState(
+        state.failed_checks,
+        state.passes,
+        state.inconclusive_windows,
+        datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if since is not None else "",
+    )

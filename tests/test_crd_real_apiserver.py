@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +27,12 @@ from api import validation as v
 from api.errors import ValidationError
 from api.model import GROUP_X, InferenceModel, InferencePool
 from api.parse import Parsed, owns, parse_object
+from api.rollout import Phase
+from api.rollout_status import AnalysisState, RolloutStatus, parse_status, status_dict
 from api.yamlio import load_documents
+from rollout.config import analysis_status
+from rollout.decision import Decision
+from rollout.judgement import TargetWindow, judge
 from tests.stack_support import RealStack
 from tests.test_api_crd import (
     CASES_DIR,
@@ -431,3 +437,45 @@ def test_v1alpha1_model_with_weight_zero_is_valid_through_v1alpha2(
     assert read.status == 200, read
     assert read.body["spec"]["targetModels"][0]["weight"] == 0
     parse_object(read.body)
+
+
+def test_rollout_status_as_the_controller_writes_it_is_kept_and_shown(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """status_dict + analysis_status of a real verdict (None numbers included) pass the schema unchanged,
+    and `kubectl get` shows target, phase, step and weight from them."""
+    rollout = _base("inferencerollout-v1alpha1.yaml")
+    rollout["metadata"]["name"] = "status-written"
+    created = create(api, namespace, rollout, dry_run=False)
+    assert created.status == 201, created
+    rng = random.Random(3)
+    stable = TargetWindow(ttft=[rng.lognormvariate(-2, 0.5) for _ in range(300)], requests=300)
+    candidate = TargetWindow(ttft=[3 * rng.lognormvariate(-2, 0.5) for _ in range(60)], requests=10)
+    verdict = judge(stable, candidate)
+    status = status_dict(
+        RolloutStatus(
+            phase=Phase.ROLLED_BACK,
+            observed_generation=1,
+            current_step=1,
+            current_weight=25,
+            started_at="2026-12-02T00:00:00Z",
+            step_started_at="2026-12-02T00:05:00Z",
+            applied_weights=(("tweet-summary", 100), ("sql-lora", 0)),
+            state=AnalysisState(1, 0, 0, ""),
+            message="rolled back: ttft_p90",
+        )
+    )
+    status["lastAnalysis"] = analysis_status(verdict, Decision.ROLLBACK, 1, "2026-12-02T00:10:00Z")
+    status["conditions"] = [_condition()]
+    assert any(m["ratio"] is None or m["pValue"] is None for m in status["lastAnalysis"]["metrics"])
+    path = _object_path(rollout, namespace)
+    written = _call(api, "PATCH", path + "/status", {"status": status}, fieldValidation="Strict")
+    assert written.status == 200 and written.warning is None, written
+    assert written.body["status"] == status
+    assert parse_status(written.body["status"]) == (parse_status(status)[0], [])
+    headers = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}
+    method, url, headers, _, _ = api.param_serialize("GET", path, header_params=headers)
+    table = json.loads(api.call_api(method, url, header_params=headers).read())
+    columns = [c["name"] for c in table["columnDefinitions"]]
+    assert columns == ["Name", "Target", "Kind", "Phase", "Step", "Weight", "Age"]
+    assert table["rows"][0]["cells"][1:6] == ["inferencemodel-sample", "InferenceModel", "RolledBack", 1, 25]

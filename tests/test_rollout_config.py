@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 
 from api import validation as v
 from api.parse import parse_object
-from api.rollout import Analysis, InferenceRollout, MetricLimit
+from api.rollout import Analysis, InferenceRollout, MetricLimit, Phase
+from api.rollout_status import AnalysisState, RolloutStatus, parse_status, status_dict
 from api.yamlio import load_documents
-from rollout.config import analysis_status, decision_config, judgement_config
-from rollout.decision import Decision, DecisionConfig
+from rollout.config import analysis_state, analysis_status, decision_config, decision_state, judgement_config
+from rollout.decision import Decision, DecisionConfig, RolloutState
 from rollout.judgement import DEFAULT_METRICS, JudgementConfig, Metric, MetricSpec, TargetWindow, judge
 from tests.test_api_rollout import SAMPLE
 
@@ -87,3 +89,37 @@ def test_verdict_becomes_last_analysis_in_camel_case() -> None:
     assert p90["metric"] == "ttft_p90" and p90["result"] == "Fail" and p90["ratio"] > 2.0
     assert {"pValue", "nStable", "nCandidate", "absoluteLimit", "absolutePValue", "cles"} <= set(p90)
     assert p90["nStable"] == 400 and p90["nCandidate"] == 60
+
+
+def test_status_round_trip_and_the_decision_state_it_resumes() -> None:
+    status = RolloutStatus(
+        phase=Phase.PROGRESSING,
+        observed_generation=3,
+        current_step=1,
+        current_weight=25,
+        started_at="2026-12-02T00:00:00Z",
+        step_started_at="2026-12-02T00:05:00Z",
+        applied_weights=(("tweet-summary", 75), ("sql-lora", 25)),
+        state=AnalysisState(1, 0, 2, "2026-12-02T00:06:00Z"),
+        message="step 2 of 4",
+    )
+    again, problems = parse_status(status_dict(status))
+    assert again == status and problems == []
+    resumed = decision_state(status.state)
+    assert (resumed.failed_checks, resumed.inconclusive_windows) == (1, 2)
+    assert resumed.inconclusive_since == datetime(2026, 12, 2, 0, 6, tzinfo=UTC).timestamp()
+    assert analysis_state(resumed) == status.state
+    assert analysis_state(RolloutState()) == AnalysisState()
+
+
+def test_absent_or_broken_status_gives_defaults_and_the_paths() -> None:
+    assert parse_status(None) == (RolloutStatus(), [])
+    status, problems = parse_status(
+        {"phase": "Done", "currentWeight": 150, "appliedWeights": [{"name": "a"}]}
+    )
+    assert status == RolloutStatus()
+    assert [p.split(": ")[0] for p in problems] == [
+        "status.phase",
+        "status.currentWeight",
+        "status.appliedWeights[0].weight",
+    ]
