@@ -168,7 +168,7 @@ def _status() -> Schema:
         "inconclusiveWindows": _int("Consecutive inconclusive windows.", 0, v.COUNT_MAX),
         "inconclusiveSince": {**time, "description": "When the inconclusive run began."},
     }
-    number = {"type": "number", "nullable": True}
+    number = {"type": "number"}  # absent when not measured
     metric = c._object(
         "One metric's outcome and its numbers (rollout.judgement.MetricResult).",
         {

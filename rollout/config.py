@@ -67,10 +67,12 @@ _STATUS_KEYS = {
 
 
 def analysis_status(verdict: Verdict, decision: Decision, step: int, time: str) -> dict[str, Any]:
-    """status.lastAnalysis (api/crd_schema_rollout.py): the verdict's to_dict() in camelCase."""
+    """status.lastAnalysis (api/crd_schema_rollout.py): the verdict's to_dict() in camelCase.
+
+    A number not measured (None) is left out: a JSON merge patch, as status is written, deletes nulls."""
     data = verdict.to_dict()
     raw: list[dict[str, Any]] = data["metrics"]  # type: ignore[assignment]
-    metrics = [{_STATUS_KEYS.get(k, k): value for k, value in m.items()} for m in raw]
+    metrics = [{_STATUS_KEYS.get(k, k): value for k, value in m.items() if value is not None} for m in raw]
     return {
         "time": time,
         "step": step,
