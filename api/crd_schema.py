@@ -373,7 +373,8 @@ def _version(name: str, storage: bool, schema: Schema, columns: list[Schema]) ->
 
 def crds() -> list[Schema]:
     """Every CRD manifest this project installs, in a stable order."""
-    from api.crd_schema_canary import canary_crds  # it builds on this module's helpers
+    from api.crd_schema_canary import canary_crds  # they build on this module's helpers
+    from api.crd_schema_rollout import rollout_crds
 
     pool_x_columns = [
         {"name": "Target Port", "type": "integer", "jsonPath": ".spec.targetPortNumber"},
@@ -427,4 +428,5 @@ def crds() -> list[Schema]:
             },
         ),
         *canary_crds(),
+        *rollout_crds(),
     ]

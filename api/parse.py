@@ -27,13 +27,15 @@ from api.model import (
     TargetModel,
 )
 from api.parse_canary import canary_spec, owns_canary, parse_canary
+from api.parse_rollout import owns_rollout, parse_rollout, rollout_spec
 from api.rewrite import KIND_REWRITE, InferenceModelRewrite, InferenceObjective
+from api.rollout import KIND_ROLLOUT, InferenceRollout
 from api.validation import FieldErrors
 
 KIND_POOL = "InferencePool"
 KIND_MODEL = "InferenceModel"
 DEFAULT_NAMESPACE = "default"
-Parsed = InferencePool | InferenceModel | InferenceModelRewrite | InferenceObjective
+Parsed = InferencePool | InferenceModel | InferenceModelRewrite | InferenceObjective | InferenceRollout
 
 # v1alpha1 calls the picker port extensionRef.targetPortNumber, v1alpha2 calls it portNumber. Both CRD
 # versions carry both names (see hack/gen_crds.py: no conversion webhook), so each version reads its
@@ -44,9 +46,10 @@ _PICKER_PORT_KEYS_DEFAULT = ("portNumber", "targetPortNumber")
 
 def owns(obj: Mapping[str, Any]) -> bool:
     """True for InferencePool (all three versions), InferenceModel (v1alpha1, v1alpha2) and the canary
-    kinds InferenceModelRewrite and InferenceObjective (llm-d.ai and x-k8s v1alpha2)."""
+    kinds InferenceModelRewrite and InferenceObjective (llm-d.ai and x-k8s v1alpha2), and this project's
+    InferenceRollout (extension.inference-gateway.io/v1alpha1)."""
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
-    if owns_canary(obj):
+    if owns_canary(obj) or owns_rollout(obj):
         return True
     if kind == KIND_POOL:
         return api_version in POOL_API_VERSIONS
@@ -79,7 +82,9 @@ def parse_object(obj: Mapping[str, Any]) -> Parsed:
     spec = errors.mapping(obj, "spec", "spec", required=True)
     result: Parsed | None = None
     if spec is not None and meta is not None:
-        if owns_canary(obj):
+        if owns_rollout(obj):
+            result = parse_rollout(meta, spec, errors)
+        elif owns_canary(obj):
             result = parse_canary(api_version, str(obj["kind"]), meta, spec, errors)
         elif obj["kind"] == KIND_MODEL:
             result = _parse_model(api_version, meta, spec, errors)
@@ -332,7 +337,9 @@ def _target_models(api_version: str, spec: Mapping[str, Any], errors: FieldError
 
 def to_dict(obj: Parsed) -> dict[str, Any]:
     """The Kubernetes form in the object's own apiVersion; parse_object(to_dict(x)) == x."""
-    if isinstance(obj, InferenceModelRewrite | InferenceObjective):
+    if isinstance(obj, InferenceRollout):
+        kind, spec = KIND_ROLLOUT, rollout_spec(obj)
+    elif isinstance(obj, InferenceModelRewrite | InferenceObjective):
         kind = KIND_REWRITE if isinstance(obj, InferenceModelRewrite) else "InferenceObjective"
         spec = canary_spec(obj)
     else:

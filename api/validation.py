@@ -226,3 +226,77 @@ _TYPE_NAMES: tuple[tuple[type, str], ...] = (
 
 def _type_name(value: Any) -> str:
     return next((name for kind, name in _TYPE_NAMES if isinstance(value, kind)), type(value).__name__)
+
+
+# InferenceRollout (api/rollout.py).
+# Gateway API's Duration (GEP-2257): up to four parts of up to five digits each, e.g. "1h30m", "500ms".
+DURATION_PATTERN = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"
+ROLLOUT_STEPS_MAX = 16
+ROLLOUT_METRICS_MAX = 6
+ROLLOUT_RULE_MAX = 31  # the highest rule index: an InferenceModelRewrite has at most 32 rules
+WEBHOOK_URL_MAX = 2048
+URL_PATTERN = r"^https?://[^\s]+$"
+PROMQL_MAX = 4096
+ALPHA_MIN = 0.0001
+ALPHA_MAX = 0.5
+COUNT_MAX = 1_000_000
+LIMIT_MAX = 100  # failureLimit, passesPerStep, inconclusiveLimit
+CEL_STABLE_NOT_CANDIDATE = "self.stable != self.candidate"
+MSG_STABLE_NOT_CANDIDATE = "stable and candidate must differ"
+CEL_RULE_WHERE_NEEDED = "self.kind == 'InferenceModel' ? !has(self.rule) : has(self.rule)"
+MSG_RULE_WHERE_NEEDED = (
+    "rule is required for InferenceModelRewrite and HTTPRoute targets, and not allowed for InferenceModel"
+)
+CEL_TARGET_GROUP = (
+    "!has(self.group) || (self.kind == 'InferenceModel' ? self.group == 'inference.networking.x-k8s.io'"
+    " : self.kind == 'HTTPRoute' ? self.group == 'gateway.networking.k8s.io'"
+    " : self.group in ['llm-d.ai', 'inference.networking.x-k8s.io'])"
+)
+MSG_TARGET_GROUP = "group must be one the target kind is served in"
+ROLLOUT_TARGET_KINDS = ("InferenceModel", "InferenceModelRewrite", "HTTPRoute")
+CEL_STEP_ONE_ACTION = "!(has(self.pause) && has(self.analysis))"
+MSG_STEP_ONE_ACTION = "a step has a pause or an analysis, not both"
+CEL_STEP_NEEDS_ACTION = "has(self.pause) || has(self.analysis) || self.weight == 100"
+MSG_STEP_NEEDS_ACTION = (
+    "a step needs a pause or an analysis (only a final step at weight 100 may have neither)"
+)
+CEL_ANALYSIS_WEIGHT = "!has(self.analysis) || (self.weight >= 1 && self.weight <= 99)"
+MSG_ANALYSIS_WEIGHT = "an analysis step needs a weight between 1 and 99: both targets must serve traffic"
+MSG_STEPS_INCREASE = "step weights must increase from step to step"
+CEL_UNIQUE_METRICS = "self.all(a, self.exists_one(b, b.name == a.name))"
+MSG_UNIQUE_METRICS = "metric names must be unique"
+CEL_RATE_ABSOLUTE = (
+    "!has(self.absoluteLimit) || !(self.name in ['error_rate', 'shed_rate']) || self.absoluteLimit < 1.0"
+)
+MSG_RATE_ABSOLUTE = "a rate's absoluteLimit is a fraction below 1"
+RATE_METRICS = ("error_rate", "shed_rate")
+
+
+def cel_steps_increase(max_items: int = ROLLOUT_STEPS_MAX) -> str:
+    """CEL has no list indices to iterate, so each neighbouring pair is written out (short-circuit ||)."""
+    return " && ".join(
+        f"(self.size() <= {i + 1} || self[{i}].weight < self[{i + 1}].weight)" for i in range(max_items - 1)
+    )
+
+
+def duration_seconds(text: str) -> float:
+    """A DURATION_PATTERN string in seconds."""
+    total = 0.0
+    for number, unit in re.findall(r"([0-9]+)(ms|h|m|s)", text):
+        total += int(number) * {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}[unit]
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest DURATION_PATTERN string for `seconds` (whole milliseconds)."""
+    ms = round(seconds * 1000)
+    parts = []
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, ms = divmod(ms, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+# rollout.judgement.Metric's values (tests/test_rollout_config.py checks they agree).
+METRIC_NAMES = ("ttft_p50", "ttft_p90", "tpot_p50", "tpot_p90", "error_rate", "shed_rate")

@@ -22,6 +22,7 @@ CUSTOM_GROUPS = (
     "gateway.networking.x-k8s.io",
     "gateway.envoyproxy.io",
     "llm-d.ai",
+    "extension.inference-gateway.io",
 )
 
 

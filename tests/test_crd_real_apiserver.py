@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +27,12 @@ from api import validation as v
 from api.errors import ValidationError
 from api.model import GROUP_X, InferenceModel, InferencePool
 from api.parse import Parsed, owns, parse_object
+from api.rollout import Phase
+from api.rollout_status import AnalysisState, RolloutStatus, parse_status, status_dict
 from api.yamlio import load_documents
+from rollout.config import analysis_status
+from rollout.decision import Decision
+from rollout.judgement import TargetWindow, judge
 from tests.stack_support import RealStack
 from tests.test_api_crd import (
     CASES_DIR,
@@ -48,8 +54,22 @@ PLURALS = {
     "InferenceModel": "inferencemodels",
     "InferenceModelRewrite": "inferencemodelrewrites",
     "InferenceObjective": "inferenceobjectives",
+    "InferenceRollout": "inferencerollouts",
 }
-CEL_MESSAGES = {v.MSG_WEIGHTS_ALL_OR_NONE, v.MSG_UNIQUE_TARGET_PORTS, v.MSG_SERVICE_NEEDS_PORT}
+CEL_MESSAGES = {
+    v.MSG_WEIGHTS_ALL_OR_NONE,
+    v.MSG_UNIQUE_TARGET_PORTS,
+    v.MSG_SERVICE_NEEDS_PORT,
+    v.MSG_RULE_WHERE_NEEDED,
+    v.MSG_TARGET_GROUP,
+    v.MSG_STABLE_NOT_CANDIDATE,
+    v.MSG_STEPS_INCREASE,
+    v.MSG_STEP_ONE_ACTION,
+    v.MSG_STEP_NEEDS_ACTION,
+    v.MSG_ANALYSIS_WEIGHT,
+    v.MSG_UNIQUE_METRICS,
+    v.MSG_RATE_ABSOLUTE,
+}
 # The apiserver adds this cause when schema errors kept it from running the CEL rules; it names no field.
 CEL_SKIPPED = "some validation rules were not checked because the object was invalid"
 
@@ -244,6 +264,9 @@ def test_cel_rules_run_in_the_apiserver(api: client.ApiClient, namespace: str) -
 # namespace that is not a DNS label cannot exist, so nothing can be created in it.
 PARSER_ONLY_VERDICTS: dict[str, str] = {
     "inferencemodelrewrite-x-k8s-v1alpha2.yaml: unknown spec field": "unknown field",
+    "inferencerollout-v1alpha1.yaml: unknown spec field (parser only)": "unknown field",
+    # Annotations are opaque to a CRD schema: the controller reads the promote annotation with api/.
+    "inferencerollout-v1alpha1.yaml: promote annotation value (parser only)": "accepted",
     "inferencepool-v1.yaml: v1alpha1 field in GA (parser only)": "unknown field",
     "inferencepool-v1alpha1.yaml: selector key invalid (parser only; CRD schemas cannot check map keys)": (
         "accepted"
@@ -290,7 +313,11 @@ def test_parser_only_case_as_the_apiserver_sees_it(case: Case, api: client.ApiCl
 def test_seed_objects_accepted_by_the_apiserver(sample: Path, api: client.ApiClient, namespace: str) -> None:
     owned = [doc for doc in load_documents(sample) if owns(doc)]
     kinds = sorted({doc["kind"] for doc in owned})
-    assert kinds in (["InferenceModel", "InferencePool"], ["InferenceModelRewrite", "InferenceObjective"])
+    assert kinds in (
+        ["InferenceModel", "InferencePool"],
+        ["InferenceModelRewrite", "InferenceObjective"],
+        ["InferenceRollout"],
+    )
     for doc in owned:
         answer = create(api, namespace, doc)
         assert answer.status == 201, answer
@@ -410,3 +437,46 @@ def test_v1alpha1_model_with_weight_zero_is_valid_through_v1alpha2(
     assert read.status == 200, read
     assert read.body["spec"]["targetModels"][0]["weight"] == 0
     parse_object(read.body)
+
+
+def test_rollout_status_as_the_controller_writes_it_is_kept_and_shown(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """status_dict + analysis_status of a real verdict (an inconclusive metric too) pass the schema unchanged,
+    and `kubectl get` shows target, phase, step and weight from them."""
+    rollout = _base("inferencerollout-v1alpha1.yaml")
+    rollout["metadata"]["name"] = "status-written"
+    created = create(api, namespace, rollout, dry_run=False)
+    assert created.status == 201, created
+    rng = random.Random(3)
+    stable = TargetWindow(ttft=[rng.lognormvariate(-2, 0.5) for _ in range(300)], requests=300)
+    candidate = TargetWindow(ttft=[3 * rng.lognormvariate(-2, 0.5) for _ in range(60)], requests=10)
+    verdict = judge(stable, candidate)
+    status = status_dict(
+        RolloutStatus(
+            phase=Phase.ROLLED_BACK,
+            observed_generation=1,
+            current_step=1,
+            current_weight=25,
+            started_at="2026-12-02T00:00:00Z",
+            step_started_at="2026-12-02T00:05:00Z",
+            applied_weights=(("tweet-summary", 100), ("sql-lora", 0)),
+            state=AnalysisState(1, 0, 0, ""),
+            message="rolled back: ttft_p90",
+        )
+    )
+    status["lastAnalysis"] = analysis_status(verdict, Decision.ROLLBACK, 1, "2026-12-02T00:10:00Z")
+    status["conditions"] = [_condition()]
+    # The error rate is inconclusive (10 requests): no numbers, so none of its number fields.
+    assert any("pValue" not in m for m in status["lastAnalysis"]["metrics"])
+    path = _object_path(rollout, namespace)
+    written = _call(api, "PATCH", path + "/status", {"status": status}, fieldValidation="Strict")
+    assert written.status == 200 and written.warning is None, written
+    assert written.body["status"] == status
+    assert parse_status(written.body["status"]) == (parse_status(status)[0], [])
+    headers = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}
+    method, url, headers, _, _ = api.param_serialize("GET", path, header_params=headers)
+    table = json.loads(api.call_api(method, url, header_params=headers).read())
+    columns = [c["name"] for c in table["columnDefinitions"]]
+    assert columns == ["Name", "Target", "Kind", "Phase", "Step", "Weight", "Age"]
+    assert table["rows"][0]["cells"][1:6] == ["inferencemodel-sample", "InferenceModel", "RolledBack", 1, 25]

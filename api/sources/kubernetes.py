@@ -22,6 +22,7 @@ from kubernetes.client import ApiClient
 
 from api.model import V1, V1ALPHA1, V1ALPHA2
 from api.rewrite import CANARY_API_VERSIONS, KIND_OBJECTIVE, KIND_REWRITE
+from api.rollout import KIND_ROLLOUT, ROLLOUT_API_VERSION
 from api.sources.kubeapi import KubeApiError, iter_json_lines, open_request, request_json, resource_path
 from api.sources.store import ObjectStore, Snapshot, key_of, resource_version_of
 
@@ -61,6 +62,8 @@ CANARY_KINDS = tuple(
     for v in CANARY_API_VERSIONS
     for kind, plural in ((KIND_REWRITE, "inferencemodelrewrites"), (KIND_OBJECTIVE, "inferenceobjectives"))
 )
+# Not among the defaults: only the rollout controller watches it (extserver and picker ignore rollouts).
+ROLLOUT_KIND = KindSpec(ROLLOUT_API_VERSION, KIND_ROLLOUT, "inferencerollouts")
 POD_KIND = KindSpec("v1", "Pod", "pods")
 SERVICE_KIND = KindSpec("v1", "Service", "services")
 GATEWAY_KIND = KindSpec("gateway.networking.k8s.io/v1", "Gateway", "gateways")

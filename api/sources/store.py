@@ -17,6 +17,7 @@ from api import parse
 from api.errors import ValidationError
 from api.model import MODEL_API_VERSIONS, POOL_API_VERSIONS, InferenceModel, InferencePool, Pod
 from api.rewrite import InferenceModelRewrite, InferenceObjective
+from api.rollout import InferenceRollout
 from api.sources.pods import parse_pod
 
 log = structlog.get_logger(__name__)
@@ -79,6 +80,8 @@ class Snapshot:
     # decides which form wins and reports the other (extserver/compile/plan_canary.py).
     rewrites: Mapping[str, InferenceModelRewrite] = field(default_factory=lambda: MappingProxyType({}))
     objectives: Mapping[str, InferenceObjective] = field(default_factory=lambda: MappingProxyType({}))
+    # Keyed "<ns>/<name>": the rollout controller's input (one served version, so no choosing).
+    rollouts: Mapping[str, InferenceRollout] = field(default_factory=lambda: MappingProxyType({}))
     pods: Mapping[str, Pod] = field(default_factory=lambda: MappingProxyType({}))
     others: tuple[Mapping[str, Any], ...] = ()
     invalid: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
@@ -378,6 +381,7 @@ def _build_snapshot(version: int, entries: Mapping[ObjectKey, _Entry]) -> Snapsh
     models: dict[str, list[tuple[ObjectKey, InferenceModel]]] = {}
     rewrites: dict[str, InferenceModelRewrite] = {}
     objectives: dict[str, InferenceObjective] = {}
+    rollouts: dict[str, InferenceRollout] = {}
     pods: dict[str, Pod] = {}
     others: list[Mapping[str, Any]] = []
     invalid: dict[str, tuple[str, ...]] = {}
@@ -394,6 +398,8 @@ def _build_snapshot(version: int, entries: Mapping[ObjectKey, _Entry]) -> Snapsh
             rewrites[f"{parsed.api_version} {parsed.key}"] = parsed
         elif isinstance(parsed, InferenceObjective):
             objectives[f"{parsed.api_version} {parsed.key}"] = parsed
+        elif isinstance(parsed, InferenceRollout):
+            rollouts[parsed.key] = parsed
         elif isinstance(parsed, Pod):
             pods[parsed.key] = parsed
         else:
@@ -404,6 +410,7 @@ def _build_snapshot(version: int, entries: Mapping[ObjectKey, _Entry]) -> Snapsh
         models=MappingProxyType(_pick_one_per_name("InferenceModel", models, invalid)),
         rewrites=MappingProxyType(rewrites),
         objectives=MappingProxyType(objectives),
+        rollouts=MappingProxyType(rollouts),
         pods=MappingProxyType(pods),
         others=tuple(others),
         invalid=MappingProxyType(invalid),
