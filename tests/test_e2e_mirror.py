@@ -69,8 +69,13 @@ def _edit_mirror(change: Callable[[dict[str, Any]], None]) -> Callable[[dict[str
     return edit
 
 
+# Copies are drawn per request: over 1,600 requests the binomial spread of a 50% mirror is 1.25 points,
+# so the issue's +-5 points is a 4-sigma band (400 requests would make it a 2-sigma coin toss).
+COUNT = 1600
+
+
 async def test_half_of_the_traffic_is_mirrored_into_the_shadow_pool(tmp_path: Path) -> None:
-    count = 400
+    count = COUNT
     async with LocalGateway(_options(copy_manifest(SAMPLE, tmp_path))) as gw:
         prod, shadow = _servers(gw, "prod-vllm"), _servers(gw, "shadow-vllm")
         results = await send_many(gw, BODY, count, concurrency=16)
@@ -129,7 +134,7 @@ async def test_fraction_and_a_model_rewrite_for_the_shadow(tmp_path: Path) -> No
         tmp_path,
         _edit_mirror(lambda m: (m.pop("percent"), m.update(fraction={"numerator": 1, "denominator": 4}))),
     )
-    count = 400
+    count = COUNT
     async with LocalGateway(_options(manifest)) as gw:
         shadow = _servers(gw, "shadow-vllm")
         results = await send_many(gw, BODY, count, concurrency=16)
@@ -225,7 +230,7 @@ async def test_the_seed_attach_to_setup_mirrors_by_annotation(tmp_path: Path, ho
             )
     manifest = tmp_path / "seed-with-mirror.yaml"
     manifest.write_text(yaml.safe_dump_all([*docs, *SHADOW_DOCS], sort_keys=False))
-    count = 400
+    count = COUNT
     body = {
         "model": "lora-request",
         "prompt": "Write as if you were a critic: San Francisco",
