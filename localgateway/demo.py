@@ -133,6 +133,7 @@ async def run(scenario: str, count: int, keep: bool) -> int:
             )
         path, body = REQUESTS[scenario]
         print(f"sending {count} requests: POST {path} {json.dumps(body, ensure_ascii=False)}")
+        before = _received_locally(gw) if scenario == "mirror" else {}
         models, pods, statuses = await send(gw, scenario, count)
         print("answers by status: " + ", ".join(f"{s}={n}" for s, n in sorted(statuses.items())))
         print("answers by model:  " + ", ".join(f"{m}={n}" for m, n in models.most_common()))
@@ -147,7 +148,8 @@ async def run(scenario: str, count: int, keep: bool) -> int:
             async def read() -> mirror_demo.Received:
                 return _received_locally(gw)
 
-            print("\n".join(mirror_demo.report(models, await mirror_demo.settled(read), count)), flush=True)
+            received = mirror_demo.since(await mirror_demo.settled(read), before)
+            print("\n".join(mirror_demo.report(models, received, count)), flush=True)
         if keep:
             await until_interrupted()
     if scenario != "mirror":

@@ -57,6 +57,11 @@ async def settled(
     return last
 
 
+def since(after: Received, before: Received) -> Received:
+    """What the pods got between two reads (the demo's readiness probe is not one of its requests)."""
+    return {pool: after[pool] - before.get(pool, collections.Counter()) for pool in after}
+
+
 def report(answers: collections.Counter[str], received: Received, count: int) -> list[str]:
     """The side-by-side lines, then the summary line tests and users grep for."""
     production, shadow = (

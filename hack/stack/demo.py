@@ -112,6 +112,7 @@ async def _demo(scenario: str, count: int, keep: bool, state: Path) -> int:
     print("\n".join(pod_lines(state)))
     path, body = REQUESTS[scenario]
     print(f"sending {count} requests: POST {path} {json.dumps(body, ensure_ascii=False)}")
+    before = await asyncio.to_thread(_received_on_stack, state) if scenario == "mirror" else {}
     models, pods, statuses = await send(_Gateway(url), scenario, count)  # type: ignore[arg-type]
     print("answers by status: " + ", ".join(f"{s}={n}" for s, n in sorted(statuses.items())))
     print("answers by model:  " + ", ".join(f"{m}={n}" for m, n in models.most_common()))
@@ -127,7 +128,8 @@ async def _demo(scenario: str, count: int, keep: bool, state: Path) -> int:
         async def read() -> mirror_demo.Received:
             return await asyncio.to_thread(_received_on_stack, state)
 
-        print("\n".join(mirror_demo.report(models, await mirror_demo.settled(read), count)), flush=True)
+        received = mirror_demo.since(await mirror_demo.settled(read), before)
+        print("\n".join(mirror_demo.report(models, received, count)), flush=True)
     if keep:
         await until_interrupted()
     if scenario != "mirror":
