@@ -81,10 +81,12 @@ def test_fail_open_with_the_picker_down_from_the_start(
     real_stack: RealStack, gateway: GatewayUrl, case: str
 ) -> None:
     """Any EPP ("open": GIE's protocol) and ours ("open-ours": per-target EDS that never came)."""
-    results = _send(gateway, case, 200)
-    assert results.ok == 200, results.errors[:5]
+    # 600 draws: the binomial spread of a 50/50 split is 2 points, so +-8 is 4 sigma (200 draws made
+    # +-12 a 3.4-sigma band, and a fresh-clone run once drew 62.5%; 1,000 draws gave 49.2% and 50.1%).
+    results = _send(gateway, case, 600)
+    assert results.ok == 600, results.errors[:5]
     assert set(results.models) == {"tweet-summary", "sql-lora"}  # the Lua fallback rewrote `model`
-    assert abs(results.share("tweet-summary") - 0.5) <= 0.12
+    assert abs(results.share("tweet-summary") - 0.5) <= 0.08
     assert set(results.servers) == _pod_ips(real_stack, "lora-vllm")
 
 
