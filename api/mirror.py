@@ -27,6 +27,7 @@ class MirrorSpec:
     filter_index: int = -1  # the RequestMirror filter's index in its HTTPRoute rule; -1 for annotations
     declared_by: str = ""  # where it was written, for status messages
     problem: str | None = None
+    invalid_percent: bool = False  # the problem is the percent or fraction (its own status reason)
 
     @property
     def is_pool(self) -> bool:
@@ -59,7 +60,7 @@ def parse_request_mirror(
         return invalid(f".backendRef: {group or 'core'}/{kind} cannot be mirrored to", kind, name)
     percent, problem = _percent(mirror, path)
     if problem is not None:
-        return MirrorSpec(kind, target_ns, name, 0.0, port, filter_index, declared_by, problem)
+        return MirrorSpec(kind, target_ns, name, 0.0, port, filter_index, declared_by, problem, True)
     return MirrorSpec(kind, target_ns, name, percent, port, filter_index, declared_by)
 
 

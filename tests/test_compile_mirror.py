@@ -277,6 +277,8 @@ def test_the_mirror_annotation_on_a_pool_or_a_model(kind: str, name: str) -> Non
     [
         ("backendRef: [", "not valid YAML"),
         ("percent: 10\n", "backendRef.name: required"),
+        # Not a mapping: its message names percent, yet the percent is not what is wrong.
+        ("just text\n", "must be a mapping with backendRef"),
         ("backendRef: {name: svc, port: 80}\n", "from an HTTPRoute rule only"),
     ],
 )

@@ -75,11 +75,7 @@ def check_mirror(
     """A mirror declared for `owner`'s traffic: its target, or why it is refused (said on `owner`)."""
     where = f"mirror declared by {spec.declared_by}"
     if spec.problem is not None:
-        reason = (
-            MirrorReason.INVALID_PERCENT
-            if "percent" in spec.problem or "fraction" in spec.problem
-            else (MirrorReason.INVALID)
-        )
+        reason = MirrorReason.INVALID_PERCENT if spec.invalid_percent else MirrorReason.INVALID
         return _problem(owner, reason, f"{where}: {spec.problem}; nothing is mirrored")
     if not spec.is_pool:
         services = inputs.services
@@ -176,7 +172,7 @@ def apply_mirrors(
     """Set `route`'s mirror policies (ours replace any earlier ones of ours); in place."""
     kept = [p for p in route.route.request_mirror_policies if not naming.is_mirror_name(p.cluster)]
     policies: list[RouteAction.RequestMirrorPolicy] = []
-    described: list[dict[str, object]] = []
+    described: dict[str, dict[str, object]] = {}  # target key -> its metadata entry, one policy each
     for pool_key in _route_pools(route):
         owner = plan.pool(*pool_key)
         if owner is None:
@@ -193,16 +189,18 @@ def apply_mirrors(
             if checked.pool is not None:
                 for gateway in gateways:
                     use.gateways.setdefault(checked.pool.key, set()).add(gateway)
-            if all(p.request_headers_mutations[0].append.header.value != checked.key for p in policies):
+            if checked.key not in described:
                 policies.append(mirror_policy(checked, use.name))
-                described.append(
-                    {"target": checked.key, "percent": checked.spec.percent, "declared_by": spec.declared_by}
-                )
+                described[checked.key] = {
+                    "target": checked.key,
+                    "percent": checked.spec.percent,
+                    "declared_by": spec.declared_by,
+                }
     if not policies and len(kept) == len(route.route.request_mirror_policies):
         return
     del route.route.request_mirror_policies[:]
     route.route.request_mirror_policies.extend([*kept, *policies])
     if described:
         values = metadata.ours(route.metadata) or {}
-        values[MetadataKey.MIRRORS] = described
+        values[MetadataKey.MIRRORS] = list(described.values())
         metadata.set_ours(route.metadata, values)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
@@ -307,11 +307,14 @@ def compile_translation(
 
     attached = assign_attach_to(plan, out_listeners, out_routes, call_gateways)
     out_routes.extend(_add_attach_routes(out_routes, attached, options, cache))
-    backend = _expand_all_backend_routes(out_routes, out_listeners, plan, options, cache)
+    # Route configuration -> its listeners (for the Gateways each virtual host serves), shared by both
+    # passes below: patching the listeners' filters keeps their route configurations.
+    listeners_by_rc = _listeners_by_route_config(out_listeners)
+    backend = _expand_all_backend_routes(out_routes, listeners_by_rc, plan, options, cache)
     pools_by_rc = _pools_by_route_config(attached, backend)
     for listener in out_listeners:
         patch_listener_for_pools(listener, pools_by_rc, options)
-    mirrors = _apply_all_mirrors(out_routes, out_listeners, plan, inputs, naming.mirror_name(call_gateways))
+    mirrors = _apply_all_mirrors(out_routes, listeners_by_rc, plan, inputs, naming.mirror_name(call_gateways))
     if mirrors.targets:
         shadow_pools = sorted(mirrors.pools.values(), key=lambda p: p.key)
         out_listeners.append(build_mirror_listener(mirrors.name, shadow_pools, options))
@@ -349,13 +352,12 @@ def _listeners_by_route_config(listeners: Sequence[Listener]) -> dict[str, list[
 
 def _apply_all_mirrors(
     routes: Sequence[RouteConfiguration],
-    listeners: Sequence[Listener],
+    listeners_by_rc: Mapping[str, Sequence[Listener]],
     plan: Plan,
     inputs: CompileInputs,
     name: str,
 ) -> MirrorUse:
     """Mirror policies on every pool route (HTTPRoute RequestMirror filters, mirror annotations)."""
-    listeners_by_rc = _listeners_by_route_config(listeners)
     use = MirrorUse(name)
     for route_config in routes:
         for vhost in route_config.virtual_hosts:
@@ -386,12 +388,11 @@ def _add_attach_routes(
 
 def _expand_all_backend_routes(
     routes: Sequence[RouteConfiguration],
-    listeners: Sequence[Listener],
+    listeners_by_rc: Mapping[str, Sequence[Listener]],
     plan: Plan,
     options: CompileOptions,
     cache: CompileCache | None,
 ) -> _BackendUse:
-    listeners_by_rc = _listeners_by_route_config(listeners)
     use = _BackendUse()
     for route_config in routes:
         listeners_of_rc = listeners_by_rc.get(route_config.name, [])
