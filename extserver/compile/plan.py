@@ -10,7 +10,7 @@ from api import contract
 from api.canary import Pin, StickyKey
 from api.contract import picker_service_host
 from api.mirror import MirrorSpec, mirror_annotation
-from api.model import GROUP_X, AttachTo, FailureMode, InferenceModel, InferencePool
+from api.model import AttachTo, FailureMode, InferenceModel, InferencePool
 from api.parse import KIND_MODEL, KIND_POOL
 from api.rewrite import KIND_OBJECTIVE, KIND_REWRITE, InferenceModelRewrite
 from extserver.compile import naming
@@ -24,10 +24,10 @@ from extserver.compile.plan_canary import (
     describe_owner,
     pick_forms,
     plan_objectives,
+    pool_ref_reason,
 )
 from extserver.compile.sticky import with_canary
 
-_POOL_REF_GROUPS = (GROUP_X, "inference.networking.k8s.io")
 _RESERVED_TARGETS = ("picker",)  # would collide with the picker cluster's name
 
 
@@ -362,35 +362,20 @@ def _model_refusal(
     """Why the model cannot be served (the first reason found), or None: its pool reference, then the
     model itself, then an older model of the same name in that pool (`owners`)."""
     ref = model.pool_ref
-    pool_key = (model.meta.namespace, ref.name)
-    if ref.kind != KIND_POOL or ref.group not in _POOL_REF_GROUPS:
-        reason, message = (
-            Reason.UNSUPPORTED_POOL_REF,
-            f"spec.poolRef: {ref.group}/{ref.kind} is not an InferencePool",
-        )
-    elif pool_key in invalid_pools:
-        reason, message = (
-            Reason.POOL_INVALID,
-            f"spec.poolRef: InferencePool {pool_key[0]}/{ref.name} is not valid",
-        )
-    elif pool_key not in pools:
-        reason, message = (
-            Reason.POOL_NOT_FOUND,
-            f"spec.poolRef: InferencePool {pool_key[0]}/{ref.name} not found",
-        )
-    else:
-        issue = _model_problem(model)
-        if issue is not None:
-            return issue
-        owner = owners.get((*pool_key, model.model_name))
-        if owner is None:
-            return None
-        reason = Reason.MODEL_NAME_IN_USE
-        message = (
-            f"spec.modelName {model.model_name!r} is already served in pool {ref.name} by the older "
-            f"{describe_owner(owner)}"
-        )
-    return _problem(model, KIND_MODEL, Condition.ACCEPTED, reason, message)
+    found = pool_ref_reason(model.meta.namespace, ref, pools, invalid_pools)
+    if found is not None:
+        return _problem(model, KIND_MODEL, Condition.ACCEPTED, *found)
+    issue = _model_problem(model)
+    if issue is not None:
+        return issue
+    owner = owners.get((model.meta.namespace, ref.name, model.model_name))
+    if owner is None:
+        return None
+    message = (
+        f"spec.modelName {model.model_name!r} is already served in pool {ref.name} by the older "
+        f"{describe_owner(owner)}"
+    )
+    return _problem(model, KIND_MODEL, Condition.ACCEPTED, Reason.MODEL_NAME_IN_USE, message)
 
 
 def _mixed_rule_problems(inputs: CompileInputs, pools: Mapping[tuple[str, str], PoolPlan]) -> list[Problem]:

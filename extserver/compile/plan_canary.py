@@ -7,10 +7,11 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from api.model import GROUP_GA, GROUP_X, Criticality, InferenceModel
+from api.model import GROUP_GA, GROUP_X, Criticality, InferenceModel, PoolRef
 from api.rewrite import (
     KIND_OBJECTIVE,
     KIND_REWRITE,
+    CanaryPoolRef,
     InferenceModelRewrite,
     InferenceObjective,
     RewriteRule,
@@ -92,32 +93,32 @@ def pick_forms(objects: Iterable[_Form], kind: str) -> tuple[list[_Form], list[P
     return kept, problems
 
 
+def pool_ref_reason(
+    namespace: str,
+    ref: PoolRef | CanaryPoolRef,
+    pools: Mapping[PoolKey, object],
+    invalid_pools: set[PoolKey],
+) -> tuple[str, str] | None:
+    """Why `spec.poolRef` (of an InferenceModel, rewrite or objective in `namespace`) names no served
+    pool, as (reason, message); None when it does."""
+    pool_key = (namespace, ref.name)
+    if ref.kind != "InferencePool" or ref.group not in _POOL_REF_GROUPS:
+        return Reason.UNSUPPORTED_POOL_REF, f"spec.poolRef: {ref.group}/{ref.kind} is not an InferencePool"
+    if pool_key in invalid_pools:
+        return Reason.POOL_INVALID, f"spec.poolRef: InferencePool {namespace}/{ref.name} is not valid"
+    if pool_key not in pools:
+        return Reason.POOL_NOT_FOUND, f"spec.poolRef: InferencePool {namespace}/{ref.name} not found"
+    return None
+
+
 def pool_ref_refusal(
     kind: str,
     obj: InferenceModelRewrite | InferenceObjective,
     pools: Mapping[PoolKey, object],
     invalid_pools: set[PoolKey],
 ) -> Problem | None:
-    ref = obj.pool_ref
-    pool_key = (obj.meta.namespace, ref.name)
-    if ref.kind != "InferencePool" or ref.group not in _POOL_REF_GROUPS:
-        reason, message = (
-            Reason.UNSUPPORTED_POOL_REF,
-            f"spec.poolRef: {ref.group}/{ref.kind} is not an InferencePool",
-        )
-    elif pool_key in invalid_pools:
-        reason, message = (
-            Reason.POOL_INVALID,
-            f"spec.poolRef: InferencePool {pool_key[0]}/{ref.name} is not valid",
-        )
-    elif pool_key not in pools:
-        reason, message = (
-            Reason.POOL_NOT_FOUND,
-            f"spec.poolRef: InferencePool {pool_key[0]}/{ref.name} not found",
-        )
-    else:
-        return None
-    return _problem(obj, kind, reason, message)
+    found = pool_ref_reason(obj.meta.namespace, obj.pool_ref, pools, invalid_pools)
+    return None if found is None else _problem(obj, kind, *found)
 
 
 def _problem(
